@@ -1,0 +1,59 @@
+"""Builds the FastAPI application. The same app runs under Ray Serve (``serve_app.py``) and,
+for fast tests, under plain uvicorn; the render side arrives as an optional ``JobRunner``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from coordinator.auth import TokenVerifier
+from coordinator.body_limit import BodySizeLimit
+from coordinator.db.migrate import upgrade_database
+from coordinator.db.session import make_engine, make_sessionmaker
+from coordinator.envelope import install_error_handlers
+from coordinator.routes import assets, campaigns, clients, health, jobs, scenes
+from coordinator.settings import Settings, get_settings
+from coordinator.storage import make_object_store
+
+API_PREFIX = "/api/v3"
+VERSION = "3.0.0"
+MB = 1024 * 1024
+
+
+def create_app(settings: Settings | None = None, *, job_runner: Any = None,
+               migrate: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_production_safety()
+    if migrate:
+        upgrade_database(settings)
+
+    app = FastAPI(title="Render farm API", version=VERSION,
+                  description="The v3 REST API of the AI video-ad render farm.")
+    engine = make_engine(settings)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.object_store = make_object_store(settings)
+    app.state.token_verifier = TokenVerifier(settings)
+    app.state.job_runner = job_runner
+
+    install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,  # the `token` cookie
+        allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Range", "If-None-Match"],
+        expose_headers=["Content-Range", "Accept-Ranges", "Content-Length", "ETag",
+                        "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+    )
+
+    app.include_router(health.router)
+    for module in (clients, campaigns, assets, jobs, scenes):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(assets.upload_router, prefix=API_PREFIX)
+    app.add_middleware(BodySizeLimit, default_limit=settings.max_json_body_kb * 1024,
+                       route_limits={("POST", f"{API_PREFIX}/assets"): settings.max_upload_size_mb * MB})
+    return app

@@ -1,0 +1,251 @@
+"""Jobs and their scenes, as the API sees them: create (with idempotency and a quote), read,
+and the person's actions (approve, cancel, regenerate, edit, delete). The rendering itself is
+the job actor's; these functions change rows and then tell the actor."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator import pricing
+from coordinator.crud.campaigns import require_own_campaign, require_own_client
+from coordinator.crud.common import fetch_page
+from coordinator.db.base import utcnow
+from coordinator.db.models import Asset, Job, Scene
+from coordinator.deps import Page
+from coordinator.envelope import APIError
+from coordinator.job_states import PROCESSING, TERMINAL, JobStatus, transition
+from coordinator.progress import progress
+from coordinator.schemas.jobs import AdvancedOptions, JobCreate, SceneUpdate
+from coordinator.settings import Settings
+from models.presets import UnknownPreset, default_preset_name, get_preset
+
+DEFAULT_SCENE_COUNT = 4
+DEFAULT_SECONDS_PER_SCENE = 3.0
+
+
+class SceneStatus:
+    """Where one scene's artifacts stand (the job's status says where the job stands)."""
+
+    PENDING = "pending"
+    IMAGE_READY = "image_ready"
+    REGENERATING = "regenerating"
+    CLIP_READY = "clip_ready"
+    FAILED = "failed"
+
+
+def resolve_plan(settings: Settings, advanced: AdvancedOptions) -> dict[str, Any]:
+    """The concrete plan behind ``advanced``: preset, scene count, duration, seed."""
+    preset_name = advanced.preset or default_preset_name()
+    try:
+        preset = get_preset(preset_name)
+    except UnknownPreset as exc:
+        raise APIError(400, f"advanced.preset: {exc}", "validation_error") from None
+    scene_count = advanced.scene_count or DEFAULT_SCENE_COUNT
+    duration = advanced.duration_seconds or scene_count * DEFAULT_SECONDS_PER_SCENE
+    if duration < scene_count:
+        raise APIError(400, "advanced.durationSeconds must allow at least 1 second per scene",
+                       "validation_error")
+    return {"preset": preset, "scene_count": scene_count, "duration_seconds": duration}
+
+
+def quote_for(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
+    estimate = plan["preset"].estimate
+    return pricing.quote(settings, scene_count=plan["scene_count"],
+                         image_seconds_per_scene=estimate.image_seconds_per_scene,
+                         clip_seconds_per_scene=estimate.clip_seconds_per_scene,
+                         uses_llm=bool(settings.ai_api_key))
+
+
+async def validate_references(session: AsyncSession, owner: str, body: JobCreate) -> dict[str, Any]:
+    """Client, campaign and product image must be the caller's; returns brand context."""
+    client = await require_own_client(session, body.context.client_id, owner)
+    campaign = None
+    if body.context.campaign_id:
+        campaign = await require_own_campaign(session, body.context.campaign_id, owner,
+                                              client_id=client.id)
+    asset_id = body.advanced.product_image_asset_id
+    if asset_id:
+        asset = await session.scalar(select(Asset).where(Asset.id == asset_id,
+                                                         Asset.owner_id == owner))
+        if asset is None:
+            raise APIError(400, f"advanced.productImageAssetId: no asset {asset_id!r} among yours",
+                           "unknown_asset")
+        if asset.type != "image":
+            raise APIError(400, "advanced.productImageAssetId must be an image asset",
+                           "validation_error")
+    return {"brand": client.brand_guidelines or {},
+            "campaignBrief": campaign.brief if campaign else None}
+
+
+async def create_job(*, session: AsyncSession, settings: Settings, owner: str, body: JobCreate,
+                     idempotency_key: str | None) -> tuple[Job, bool]:
+    """Returns ``(job, created)``; a retried request with the same key returns the first job."""
+    if idempotency_key:
+        existing = await _job_by_idempotency_key(session, owner, idempotency_key)
+        if existing:
+            return existing, False
+    context = await validate_references(session, owner, body)
+    plan = resolve_plan(settings, body.advanced)
+    active = await session.scalar(select(func.count()).select_from(Job).where(
+        Job.owner_id == owner, Job.status.in_([s.value for s in PROCESSING])))
+    if active >= settings.max_active_jobs_per_user:
+        raise APIError(429, f"You already have {active} jobs processing (the limit is "
+                       f"{settings.max_active_jobs_per_user}); wait for one to finish or cancel it",
+                       "too_many_active_jobs")
+    advanced = body.advanced.model_dump(mode="json", by_alias=True)
+    advanced.update(sceneCount=plan["scene_count"], durationSeconds=plan["duration_seconds"],
+                    preset=plan["preset"].name)
+    quote = quote_for(settings, plan)
+    brief = body.model_dump(mode="json", by_alias=True, include={"context", "ad_basics", "creative"})
+    brief.update(context)
+    job = Job(owner_id=owner, client_id=body.context.client_id, campaign_id=body.context.campaign_id,
+              status=JobStatus.PENDING.value, brief=brief, advanced=advanced,
+              preset=plan["preset"].name, aspect_ratio=body.advanced.aspect_ratio.value,
+              seed=body.advanced.seed if body.advanced.seed is not None else random.randrange(2**31),
+              progress=progress("queued", 0, "Waiting for a job actor"),
+              estimated_cost=quote["estimatedCost"], cost_breakdown=quote["breakdown"],
+              idempotency_key=idempotency_key)
+    session.add(job)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # Two retries raced: the other one stored the job first.
+        await session.rollback()
+        existing = await _job_by_idempotency_key(session, owner, idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+async def _job_by_idempotency_key(session: AsyncSession, owner: str, key: str) -> Job | None:
+    return await session.scalar(select(Job).where(Job.owner_id == owner,
+                                                  Job.idempotency_key == key))
+
+
+async def list_jobs(*, session: AsyncSession, owner: str, page: Page, status: JobStatus | None,
+                    client_id: str | None, campaign_id: str | None) -> tuple[list[Job], int]:
+    query = select(Job).where(Job.owner_id == owner)
+    if status is not None:
+        query = query.where(Job.status == status.value)
+    if client_id is not None:
+        query = query.where(Job.client_id == client_id)
+    if campaign_id is not None:
+        query = query.where(Job.campaign_id == campaign_id)
+    rows, total = await fetch_page(session, query, page, Job.created_at.desc(), Job.id)
+    return list(rows), total
+
+
+async def scenes_of(session: AsyncSession, job_id: str) -> list[Scene]:
+    return list((await session.scalars(
+        select(Scene).where(Scene.job_id == job_id).order_by(Scene.scene_idx))).all())
+
+
+async def scenes_by_job(session: AsyncSession, job_ids: list[str]) -> dict[str, list[Scene]]:
+    grouped: dict[str, list[Scene]] = {job_id: [] for job_id in job_ids}
+    if job_ids:
+        rows = await session.scalars(select(Scene).where(Scene.job_id.in_(job_ids))
+                                     .order_by(Scene.job_id, Scene.scene_idx))
+        for scene in rows:
+            grouped[scene.job_id].append(scene)
+    return grouped
+
+
+# ---- a person's actions -----------------------------------------------------------------------
+
+def _require_reviewable(job: Job, action: str) -> None:
+    if job.status != JobStatus.STORYBOARD_READY.value:
+        raise APIError(409, f"Cannot {action}: the job is {job.status}; scenes can be changed "
+                       "only while the storyboard is ready for review", "illegal_state")
+
+
+def _require_idle_scene(scene: Scene, action: str) -> None:
+    if scene.status == SceneStatus.REGENERATING:
+        raise APIError(409, f"Cannot {action}: scene {scene.scene_idx} is being regenerated",
+                       "scene_busy")
+
+
+async def approve_job(*, session: AsyncSession, job: Job) -> Job:
+    if job.status == JobStatus.STORYBOARD_READY.value:
+        scenes = await scenes_of(session, job.id)
+        if not scenes:
+            raise APIError(409, "Cannot approve: the storyboard has no scenes", "no_scenes")
+        busy = [s.scene_idx for s in scenes if s.status == SceneStatus.REGENERATING or not s.image_key]
+        if busy:
+            raise APIError(409, f"Cannot approve: scene(s) {busy} are still rendering",
+                           "scenes_rendering")
+    return await transition(session, job, JobStatus.VIDEO_PROCESSING, action="approve",
+                            approved_at=utcnow(),
+                            progress=progress("clip_rendering", 0, "Storyboard approved; rendering clips"))
+
+
+async def cancel_job(*, session: AsyncSession, job: Job) -> Job:
+    return await transition(session, job, JobStatus.CANCELLED, action="cancel",
+                            progress=progress("cancelled", job_percent(job), "Cancelled"))
+
+
+def job_percent(job: Job) -> float:
+    return float((job.progress or {}).get("percent") or 0)
+
+
+async def request_regeneration(*, session: AsyncSession, job: Job, scene: Scene,
+                               feedback: str | None) -> Scene:
+    """Marks the scene for regeneration (the actor re-plans its text with the feedback and
+    re-renders its image); the conditional UPDATE makes a double request a 409."""
+    _require_reviewable(job, "regenerate a scene")
+    result = await session.execute(
+        update(Scene).where(Scene.id == scene.id, Scene.status != SceneStatus.REGENERATING)
+        .values(status=SceneStatus.REGENERATING, regenerate_feedback=feedback or None,
+                error=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        await session.rollback()
+        raise APIError(409, f"Scene {scene.scene_idx} is already being regenerated", "scene_busy")
+    await session.execute(update(Job).where(Job.id == job.id).values(
+        progress=progress("regenerating_scene", 100, f"Regenerating scene {scene.scene_idx}"),
+        updated_at=utcnow()))
+    await session.commit()
+    await session.refresh(scene)
+    return scene
+
+
+async def update_scene(*, session: AsyncSession, job: Job, scene: Scene, data: SceneUpdate) -> Scene:
+    _require_reviewable(job, "edit a scene")
+    _require_idle_scene(scene, "edit it")
+    fields = data.model_fields_set
+    if "duration" in fields:
+        scene.duration_s = data.duration
+    for name in ("description", "script", "image_prompt"):
+        if name in fields and getattr(data, name) is not None:
+            setattr(scene, name, getattr(data, name))
+    for name in ("shot_type", "transition"):
+        if name in fields and getattr(data, name) is not None:
+            setattr(scene, name, getattr(data, name).value)
+    await session.commit()
+    await session.refresh(scene)
+    return scene
+
+
+async def delete_scene(*, session: AsyncSession, job: Job, scene: Scene) -> list[str]:
+    """Deletes the scene and closes the gap in ``scene_idx``; returns its object keys."""
+    _require_reviewable(job, "delete a scene")
+    _require_idle_scene(scene, "delete it")
+    keys = [key for key in (scene.image_key, scene.clip_key) if key]
+    await session.delete(scene)
+    await session.execute(update(Scene).where(Scene.job_id == job.id,
+                                              Scene.scene_idx > scene.scene_idx)
+                          .values(scene_idx=Scene.scene_idx - 1)
+                          .execution_options(synchronize_session=False))
+    await session.execute(update(Job).where(Job.id == job.id).values(updated_at=utcnow()))
+    await session.commit()
+    return keys
+
+
+def is_terminal(job: Job) -> bool:
+    return JobStatus(job.status) in TERMINAL
+

@@ -1,0 +1,1 @@
+"""Persistence: typed SQLAlchemy models, the async engine, and Alembic migrations."""

@@ -1,0 +1,123 @@
+"""The tables. Ownership is a column on every row. Deleting a client cascades to its campaigns,
+assets and jobs; deleting a campaign to its assets and jobs (the stored bytes are removed by
+``coordinator.crud.cleanup``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from coordinator.db.base import Base, OwnedMixin, utcnow
+
+
+class Client(OwnedMixin, Base):
+    __tablename__ = "clients"
+
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    brand_guidelines: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Campaign(OwnedMixin, Base):
+    __tablename__ = "campaigns"
+
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    goal: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(50), default="draft")
+    brief: Mapped[str] = mapped_column(Text, default="")
+
+
+class Asset(OwnedMixin, Base):
+    __tablename__ = "assets"
+
+    client_id: Mapped[str | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    campaign_id: Mapped[str | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(20))  # image | video | audio | document
+    format: Mapped[str] = mapped_column(String(20))  # sniffed from the bytes: png, mp4, ...
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    source_url: Mapped[str | None] = mapped_column(Text)
+
+
+class Job(OwnedMixin, Base):
+    """A video job. ``status`` moves only through ``coordinator.job_states.transition``."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("owner_id", "idempotency_key"),)
+
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[str | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    brief: Mapped[dict[str, Any]] = mapped_column(JSON)  # context, adBasics, creative as sent
+    advanced: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # validated, normalised
+    preset: Mapped[str] = mapped_column(String(64))
+    aspect_ratio: Mapped[str] = mapped_column(String(8))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    estimated_cost: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_breakdown: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actual_cost: Mapped[float | None] = mapped_column(Float)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    video_key: Mapped[str | None] = mapped_column(String(255))
+    thumbnail_key: Mapped[str | None] = mapped_column(String(255))
+    video_duration_s: Mapped[float | None] = mapped_column(Float)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Scene(OwnedMixin, Base):
+    """One storyboard scene. ``version`` goes up on every edit or regeneration; the image and
+    clip record which version they were rendered from, so stale artifacts are easy to spot."""
+
+    __tablename__ = "scenes"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    scene_idx: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text)
+    script: Mapped[str] = mapped_column(Text, default="")
+    shot_type: Mapped[str] = mapped_column(String(32))
+    transition: Mapped[str] = mapped_column(String(32))
+    duration_s: Mapped[float] = mapped_column(Float)
+    image_prompt: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(32), default="pending")  # see SceneStatus
+    error: Mapped[str | None] = mapped_column(Text)
+    # Feedback of a requested regeneration, kept until it is done so a restarted actor can redo it.
+    regenerate_feedback: Mapped[str | None] = mapped_column(Text)
+    image_key: Mapped[str | None] = mapped_column(String(255))
+    image_version: Mapped[int | None] = mapped_column(Integer)
+    clip_key: Mapped[str | None] = mapped_column(String(255))
+    clip_version: Mapped[int | None] = mapped_column(Integer)
+
+
+class RenderUsage(Base):
+    """What one piece of work used, as measured: the ledger ``actualCost`` is summed from."""
+
+    __tablename__ = "render_usage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    scene_id: Mapped[str | None] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(32))  # planner | image | clip | composite
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,78 @@
+"""Job states as data: the enum, the terminal set, the allowed transitions, and one
+``transition()`` that checks, persists and refuses. Nothing else changes ``Job.status``."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator.db.base import utcnow
+from coordinator.db.models import Job
+from coordinator.envelope import APIError
+
+
+class JobStatus(str, Enum):
+    PENDING = "pending"
+    STORYBOARD_PROCESSING = "storyboard_processing"
+    STORYBOARD_READY = "storyboard_ready"
+    VIDEO_PROCESSING = "video_processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+# States in which a job actor is (or should be) doing work.
+PROCESSING = frozenset({JobStatus.PENDING, JobStatus.STORYBOARD_PROCESSING,
+                        JobStatus.VIDEO_PROCESSING})
+
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.STORYBOARD_PROCESSING, JobStatus.CANCELLED,
+                                  JobStatus.FAILED}),
+    # A regeneration runs while the storyboard stays ready, so no state of its own.
+    JobStatus.STORYBOARD_PROCESSING: frozenset({JobStatus.STORYBOARD_READY, JobStatus.CANCELLED,
+                                                JobStatus.FAILED}),
+    JobStatus.STORYBOARD_READY: frozenset({JobStatus.VIDEO_PROCESSING, JobStatus.CANCELLED,
+                                           JobStatus.FAILED}),
+    JobStatus.VIDEO_PROCESSING: frozenset({JobStatus.COMPLETED, JobStatus.CANCELLED,
+                                           JobStatus.FAILED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(APIError):
+    def __init__(self, current: str, target: JobStatus, action: str | None = None):
+        what = action or f"move to {target.value}"
+        super().__init__(409, f"Cannot {what}: the job is {current}", "illegal_state")
+        self.current = current
+
+
+def can_transition(current: str, target: JobStatus) -> bool:
+    return target in ALLOWED[JobStatus(current)]
+
+
+async def transition(session: AsyncSession, job: Job, target: JobStatus, *,
+                     action: str | None = None, **changes: object) -> Job:
+    """Move ``job`` to ``target`` or raise 409. The UPDATE is conditional on the status we
+    read, so two racing callers (API and actor) cannot both win; the loser gets the 409."""
+    current = job.status
+    if not can_transition(current, target):
+        raise IllegalTransition(current, target, action)
+    values = {"status": target.value, "updated_at": utcnow(), **changes}
+    if target == JobStatus.COMPLETED:
+        values.setdefault("completed_at", utcnow())
+    result = await session.execute(
+        update(Job).where(Job.id == job.id, Job.status == current).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        await session.rollback()
+        await session.refresh(job)
+        raise IllegalTransition(job.status, target, action)
+    await session.commit()
+    await session.refresh(job)
+    return job

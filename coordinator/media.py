@@ -1,0 +1,188 @@
+"""What a file is, judged from its first bytes (magic numbers), never from its name or a claim.
+
+Only formats the farm can use are recognised. Text formats a browser may execute when served
+inline (SVG, HTML, XML) are deliberately never recognised, so they cannot be stored as assets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.envelope import APIError
+
+# How many leading bytes ``sniff_media`` wants. Enough for an ISO BMFF ``ftyp`` box with its
+# compatible brands and for a Matroska EBML header with its DocType.
+SNIFF_BYTES = 512
+
+
+@dataclass(frozen=True)
+class DetectedMedia:
+    format: str  # short name, e.g. "png", "mp4"
+    content_type: str  # the MIME type to store and serve it with
+    asset_type: str  # "image", "video", "audio" or "document"
+
+
+PNG = DetectedMedia("png", "image/png", "image")
+JPEG = DetectedMedia("jpeg", "image/jpeg", "image")
+GIF = DetectedMedia("gif", "image/gif", "image")
+WEBP = DetectedMedia("webp", "image/webp", "image")
+MP4 = DetectedMedia("mp4", "video/mp4", "video")
+M4V = DetectedMedia("m4v", "video/mp4", "video")
+MOV = DetectedMedia("mov", "video/quicktime", "video")
+WEBM = DetectedMedia("webm", "video/webm", "video")
+MKV = DetectedMedia("mkv", "video/x-matroska", "video")
+MP3 = DetectedMedia("mp3", "audio/mpeg", "audio")
+WAV = DetectedMedia("wav", "audio/wav", "audio")
+OGG = DetectedMedia("ogg", "audio/ogg", "audio")
+M4A = DetectedMedia("m4a", "audio/mp4", "audio")
+PDF = DetectedMedia("pdf", "application/pdf", "document")
+
+ACCEPTED_FORMATS = "PNG, JPEG, GIF, WebP, MP4, M4V, MOV, WebM, MKV, MP3, WAV, OGG, M4A, PDF"
+
+_DESCRIPTIONS = {
+    "png": "a PNG image", "jpeg": "a JPEG image", "gif": "a GIF image", "webp": "a WebP image",
+    "mp4": "an MP4 video", "m4v": "an M4V video", "mov": "a QuickTime (MOV) video",
+    "webm": "a WebM video", "mkv": "a Matroska (MKV) video", "mp3": "an MP3 audio file",
+    "wav": "a WAV audio file", "ogg": "an Ogg audio file", "m4a": "an M4A audio file",
+    "pdf": "a PDF document",
+}
+_ARTICLE = {"image": "an image", "video": "a video", "audio": "an audio file",
+            "document": "a document"}
+
+# ISO BMFF (``ftyp``) brands, by what they say the file is.
+_MP4_BRANDS = {b"isom", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42",
+               b"avc1", b"dash", b"mmp4"}
+_M4V_BRANDS = {b"M4V ", b"M4VH", b"M4VP"}
+_MOV_BRANDS = {b"qt  "}
+_M4A_BRANDS = {b"M4A "}
+
+
+def sniff_media(head: bytes) -> DetectedMedia | None:
+    """The format the leading bytes show (pass at least ``SNIFF_BYTES`` of them when the file
+    is that long), or None when they are not one we accept."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return GIF
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return WEBP
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return WAV
+    if head[4:8] == b"ftyp":
+        return _sniff_iso_bmff(head)
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return _sniff_ebml(head)
+    if head[:4] == b"OggS" and head[4:5] == b"\x00":
+        return OGG
+    if _is_id3(head) or _is_mpeg_layer3_frame(head):
+        return MP3
+    if head.startswith(b"%PDF-"):
+        return PDF
+    return None
+
+
+def _sniff_iso_bmff(head: bytes) -> DetectedMedia | None:
+    """``[size:4][b"ftyp"][major brand:4][minor version:4][compatible brands:4 each...]``."""
+    box_size = int.from_bytes(head[:4], "big")
+    if box_size < 16 or len(head) < 12:
+        return None
+    major = head[8:12]
+    for brands, media in ((_M4A_BRANDS, M4A), (_M4V_BRANDS, M4V), (_MOV_BRANDS, MOV),
+                          (_MP4_BRANDS, MP4)):
+        if major in brands:
+            return media
+    # An unfamiliar major brand: the compatible brands say what a reader may treat it as.
+    body = head[16:min(box_size, len(head))]
+    compatible = {body[i:i + 4] for i in range(0, len(body) - 3, 4)}
+    for brands, media in ((_MP4_BRANDS, MP4), (_M4V_BRANDS, M4V), (_MOV_BRANDS, MOV),
+                          (_M4A_BRANDS, M4A)):
+        if compatible & brands:
+            return media
+    return None
+
+
+def _read_vint(data: bytes, pos: int, keep_marker: bool) -> tuple[int, int] | None:
+    """An EBML variable-length integer at ``pos``: (value, position after it)."""
+    if pos >= len(data) or data[pos] == 0:
+        return None
+    length = 9 - data[pos].bit_length()  # leading zero bits + 1
+    if pos + length > len(data):
+        return None
+    value = int.from_bytes(data[pos:pos + length], "big")
+    if not keep_marker:
+        value &= (1 << (7 * length)) - 1
+    return value, pos + length
+
+
+def _sniff_ebml(head: bytes) -> DetectedMedia | None:
+    """Matroska/WebM: walk the EBML header's children looking for DocType (ID 0x4282)."""
+    size = _read_vint(head, 4, keep_marker=False)
+    if size is None:
+        return MKV  # header cut short: an EBML file whose DocType we cannot see
+    pos = size[1]
+    end = min(len(head), pos + size[0])
+    while pos < end:
+        element = _read_vint(head, pos, keep_marker=True)
+        if element is None:
+            break
+        element_id, pos = element
+        length = _read_vint(head, pos, keep_marker=False)
+        if length is None:
+            break
+        value_size, pos = length
+        if element_id == 0x4282:
+            if pos + value_size > len(head):
+                break
+            doc_type = head[pos:pos + value_size].rstrip(b"\x00")
+            return {b"webm": WEBM, b"matroska": MKV}.get(doc_type)
+        pos += value_size
+    return MKV
+
+
+def _is_id3(head: bytes) -> bool:
+    """An ID3v2 tag: ``ID3``, major version 2-4, flags, and a 4-byte syncsafe size."""
+    return (head[:3] == b"ID3" and len(head) >= 10 and 2 <= head[3] <= 4
+            and all(b < 0x80 for b in head[6:10]))
+
+
+def _is_mpeg_layer3_frame(head: bytes) -> bool:
+    """An MPEG audio Layer III frame header: 11 sync bits, then no reserved field values."""
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return False
+    version = (head[1] >> 3) & 0b11
+    layer = (head[1] >> 1) & 0b11
+    bitrate = head[2] >> 4
+    sample_rate = (head[2] >> 2) & 0b11
+    return version != 0b01 and layer == 0b01 and bitrate not in (0, 0xF) and sample_rate != 0b11
+
+
+def describe(detected: DetectedMedia) -> str:
+    """"a PDF document", "an MP4 video", ..."""
+    return _DESCRIPTIONS.get(detected.format, f"a {detected.format.upper()} file")
+
+
+def check_claimed_type(claimed: str | None, detected: DetectedMedia) -> None:
+    """Refuses a client's claimed asset type (image, video, audio, document) that the bytes
+    contradict. No claim means the detected type is used."""
+    if not claimed or claimed == detected.asset_type:
+        return
+    what = _ARTICLE.get(claimed, repr(claimed))
+    text = describe(detected)
+    raise APIError(400, f"The file is {text}, not {what}. Send type \"{detected.asset_type}\" "
+                        "or leave type out", "asset_type_mismatch")
+
+
+def unsupported_media() -> APIError:
+    """The error for bytes ``sniff_media`` does not recognise (the caller raises it)."""
+    return APIError(400, f"Unsupported file type: the contents are not a format we accept. "
+                         f"Accepted: {ACCEPTED_FORMATS}", "unsupported_media_type")
+
+
+def require_media(head: bytes) -> DetectedMedia:
+    """``sniff_media``, raising the unsupported-type error when it finds nothing."""
+    detected = sniff_media(head)
+    if detected is None:
+        raise unsupported_media()
+    return detected

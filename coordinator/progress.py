@@ -1,0 +1,29 @@
+"""The job ``progress`` object (spec 001): ``stage``, ``percent``, ``message``, ``currentStep``,
+``totalSteps``. Stages are the steps of a job, in order; percent is the whole job's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The steps a whole job walks through, in order (currentStep is 1-based).
+STEPS = ("storyboard_generation", "image_generation", "clip_rendering", "compositing", "uploading")
+# Share of the whole job's percent each step ends at.
+STEP_END_PERCENT = {"storyboard_generation": 10, "image_generation": 40, "clip_rendering": 85,
+                    "compositing": 95, "uploading": 100}
+
+
+def progress(stage: str, percent: float, message: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"stage": stage, "percent": round(max(0.0, min(100.0, percent)), 1),
+                            "message": message, "totalSteps": len(STEPS)}
+    if stage in STEPS:
+        body["currentStep"] = STEPS.index(stage) + 1
+    return body
+
+
+def step_percent(stage: str, done: int, total: int) -> float:
+    """Overall percent when ``done`` of ``total`` units of ``stage`` are finished."""
+    end = STEP_END_PERCENT[stage]
+    index = STEPS.index(stage)
+    start = STEP_END_PERCENT[STEPS[index - 1]] if index else 0
+    fraction = done / total if total else 1.0
+    return start + (end - start) * fraction

@@ -1,0 +1,116 @@
+"""``/api/v3/assets``: uploads, imports from a URL, listing, and serving the bytes.
+
+The upload route lives on its own router so the app can give it the upload size limit while
+every other route keeps the small JSON body limit.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+
+from coordinator.crud import assets as crud
+from coordinator.deps import CurrentUser, OwnedAsset, PageDep, SessionDep, SettingsDep, StoreDep
+from coordinator.envelope import Envelope, ok
+from coordinator.schemas.assets import AssetFromUrl, AssetOut, AssetType
+from coordinator.schemas.common import Message
+from coordinator.serving import serve_object
+from coordinator.settings import Settings
+from coordinator.url_import import fetch_to_file
+
+router = APIRouter(prefix="/assets", tags=["assets"])
+upload_router = APIRouter(prefix="/assets", tags=["assets"])
+
+MB = 1024 * 1024
+
+
+def asset_url(settings: Settings, asset_id: str) -> str:
+    return f"{settings.public_base_url}/api/v3/assets/{asset_id}/data"
+
+
+def _out(asset, settings: Settings) -> dict:  # noqa: ANN001
+    out = AssetOut.model_validate({
+        "id": asset.id, "name": asset.name, "type": asset.type, "url": asset_url(settings, asset.id),
+        "format": asset.format, "size": asset.size, "tags": asset.tags or [],
+        "client_id": asset.client_id, "campaign_id": asset.campaign_id,
+        "created_at": asset.created_at, "updated_at": asset.updated_at,
+    })
+    return out.model_dump(mode="json", by_alias=True)
+
+
+@upload_router.post("", response_model=Envelope[AssetOut], status_code=201)
+async def upload_asset(
+    session: SessionDep, user: CurrentUser, store: StoreDep, settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="The file to upload")],
+    name: Annotated[str | None, Form(max_length=255)] = None,
+    type: Annotated[AssetType | None, Form(description="image, video, audio or document")] = None,
+    client_id: Annotated[str | None, Form(alias="clientId", max_length=64)] = None,
+    campaign_id: Annotated[str | None, Form(alias="campaignId", max_length=64)] = None,
+    tags: Annotated[str | None, Form(description="JSON array of strings")] = None,
+):
+    """Uploads a file (multipart). ``format`` and ``size`` come from the bytes, not the claim.
+    Bodies over ``MAX_UPLOAD_SIZE_MB`` are refused with 413 while they stream in."""
+    tag_list = crud.parse_tags(tags)
+    client_id, campaign_id = await crud.check_references(session, user, client_id or None,
+                                                         campaign_id or None)
+    detected = await crud.sniff_file(file.file, type)
+    display_name = (name or "").strip() or (file.filename or "").strip() or "Untitled asset"
+    asset = await crud.store_asset(session=session, store=store, owner=user, source=file.file,
+                                   detected=detected, name=display_name[:255], client_id=client_id,
+                                   campaign_id=campaign_id, tags=tag_list)
+    return ok(_out(asset, settings))
+
+
+@router.post("/from-url", response_model=Envelope[AssetOut], status_code=201)
+async def import_asset(body: AssetFromUrl, session: SessionDep, user: CurrentUser,
+                       store: StoreDep, settings: SettingsDep):
+    """Imports a public http(s) URL. Private, loopback and metadata addresses are refused (at
+    every redirect), and the download is capped at ``MAX_ASSET_DOWNLOAD_SIZE_MB``."""
+    client_id, campaign_id = await crud.check_references(session, user, body.client_id,
+                                                         body.campaign_id)
+    with tempfile.SpooledTemporaryFile(max_size=MB) as spool:
+        fetched = await fetch_to_file(
+            str(body.url), spool, max_bytes=settings.max_asset_download_size_mb * MB,
+            timeout_s=settings.url_import_timeout_seconds,
+            max_redirects=settings.url_import_max_redirects,
+            allow_networks=settings.url_import_allow_networks)
+        detected = await crud.sniff_file(spool, body.type)
+        name = body.name or (fetched.filename or "").strip()[:255] or "Imported asset"
+        asset = await crud.store_asset(session=session, store=store, owner=user, source=spool,
+                                       detected=detected, name=name, client_id=client_id,
+                                       campaign_id=campaign_id, tags=body.tags,
+                                       source_url=fetched.final_url)
+    return ok(_out(asset, settings))
+
+
+@router.get("", response_model=Envelope[list[AssetOut]])
+async def list_assets(session: SessionDep, user: CurrentUser, page: PageDep, settings: SettingsDep,
+                      client_id: Annotated[str | None, Query(max_length=64)] = None,
+                      campaign_id: Annotated[str | None, Query(max_length=64)] = None,
+                      asset_type: Annotated[AssetType | None, Query()] = None):
+    rows, total = await crud.list_assets(session=session, owner=user, page=page,
+                                         client_id=client_id, campaign_id=campaign_id,
+                                         asset_type=asset_type)
+    return ok([_out(row, settings) for row in rows], page=page.number, total=total)
+
+
+@router.get("/{asset_id}", response_model=Envelope[AssetOut])
+async def get_asset(asset: OwnedAsset, settings: SettingsDep):
+    return ok(_out(asset, settings))
+
+
+@router.delete("/{asset_id}", response_model=Envelope[Message])
+async def delete_asset(asset: OwnedAsset, session: SessionDep, store: StoreDep):
+    """Deletes the asset and its stored bytes."""
+    await crud.delete_asset(session=session, store=store, asset=asset)
+    return ok({"message": "Asset deleted successfully"})
+
+
+@router.api_route("/{asset_id}/data", methods=["GET", "HEAD"],
+                  responses={200: {"description": "The raw bytes"}, 206: {"description": "A byte range"}})
+async def asset_data(asset: OwnedAsset, request: Request, store: StoreDep):
+    """The asset's bytes with its sniffed ``Content-Type``, an ``ETag``, and HTTP Range."""
+    return await serve_object(request, store, asset.storage_key, content_type=asset.content_type,
+                              etag=asset.sha256)

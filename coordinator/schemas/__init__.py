@@ -1,0 +1,1 @@
+"""Pydantic request and response shapes of the v3 API (camelCase on the wire)."""

@@ -1,0 +1,47 @@
+"""Campaign shapes (spec 000 ``Campaign``, spec 001 stats)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from coordinator.schemas.common import CamelModel, Id, LongText, Name, Timestamps
+
+
+class CampaignStatus(str, Enum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ARCHIVED = "archived"
+
+
+class CampaignCreate(CamelModel):
+    client_id: Id
+    name: Name
+    goal: LongText = ""
+    status: CampaignStatus = CampaignStatus.DRAFT
+    brief: LongText = ""
+
+
+class CampaignUpdate(CamelModel):
+    """Only the fields sent are changed. A campaign cannot move to another client."""
+
+    name: Name | None = None
+    goal: LongText | None = None
+    status: CampaignStatus | None = None
+    brief: LongText | None = None
+
+
+class CampaignOut(Timestamps):
+    id: str
+    client_id: str
+    name: str
+    goal: str
+    status: str
+    brief: str
+
+
+class CampaignStats(CamelModel):
+    video_count: int
+    total_spend: float
+    avg_cost: float

@@ -1,0 +1,54 @@
+"""Row → response shape for jobs and scenes (URLs included), shared by the job and scene routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coordinator.db.models import Job, Scene
+from coordinator.job_states import JobStatus
+from coordinator.schemas.jobs import JobOut, SceneOut, Storyboard
+from coordinator.settings import Settings
+from coordinator.storage import ObjectStore
+
+
+def scene_image_url(settings: Settings, scene: Scene) -> str | None:
+    if not scene.image_key:
+        return None
+    # The version in the query string busts browser caches after a regeneration.
+    return (f"{settings.public_base_url}/api/v3/jobs/{scene.job_id}/scenes/{scene.id}/image"
+            f"?v={scene.image_version}")
+
+
+def scene_view(settings: Settings, scene: Scene) -> SceneOut:
+    return SceneOut(id=scene.id, scene_idx=scene.scene_idx, image_url=scene_image_url(settings, scene),
+                    description=scene.description, script=scene.script, shot_type=scene.shot_type,
+                    transition=scene.transition, duration=scene.duration_s, version=scene.version,
+                    status=scene.status, error=scene.error, created_at=scene.created_at,
+                    updated_at=scene.updated_at)
+
+
+def dump_scene(settings: Settings, scene: Scene) -> dict[str, Any]:
+    return scene_view(settings, scene).model_dump(mode="json", by_alias=True)
+
+
+def artifact_url(settings: Settings, store: ObjectStore, job: Job, key: str | None,
+                 route: str) -> str | None:
+    """A presigned S3 URL (short expiry) when objects live in S3, else this API's route."""
+    if job.status != JobStatus.COMPLETED.value or not key:
+        return None
+    presigned = store.presigned_url(key, settings.s3_presign_expiry_seconds)
+    return presigned or f"{settings.public_base_url}/api/v3/jobs/{job.id}/{route}"
+
+
+def dump_job(settings: Settings, store: ObjectStore, job: Job,
+             scenes: list[Scene] | None) -> dict[str, Any]:
+    view = JobOut(
+        id=job.id, status=job.status, client_id=job.client_id, campaign_id=job.campaign_id,
+        progress=job.progress,
+        storyboard=Storyboard(scenes=[scene_view(settings, s) for s in scenes]) if scenes is not None else None,
+        video_url=artifact_url(settings, store, job, job.video_key, "video"),
+        thumbnail_url=artifact_url(settings, store, job, job.thumbnail_key, "thumbnail"),
+        error=job.error, error_code=job.error_code, estimated_cost=job.estimated_cost,
+        actual_cost=job.actual_cost, preset=job.preset, aspect_ratio=job.aspect_ratio,
+        created_at=job.created_at, updated_at=job.updated_at)
+    return view.model_dump(mode="json", by_alias=True)

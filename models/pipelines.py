@@ -1,0 +1,263 @@
+"""Loading a preset's models and calling them: the only place renderers' work meets diffusers.
+
+``load_image_model`` and ``load_clip_model`` turn a preset's ``image``/``clip`` section into a
+loaded pipeline on the chosen device, and wrap it in an object with one ``render`` call that
+takes plain prompts, seeds and sizes and returns PIL images. Renderers depend on that call
+only, so swapping a model family is a preset change, not a renderer change.
+
+Reproducibility: every output is drawn from a CPU ``torch.Generator`` seeded from the caller's
+seed, so the same prompt, seed, preset and size give the same image (bit for bit on CPU),
+and an image keeps its seed when it is re-rendered alone after being rendered in a batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import PIL.Image
+import torch
+import transformers
+from diffusers import DiffusionPipeline
+from diffusers.utils import deprecation_utils
+
+from models import tiny
+from models.device import choose_device, choose_dtype
+from models.presets import TINY_MODEL, ClipSpec, ImageSpec, PresetError, RenderPreset, apply_prompt_template
+
+__all__ = ["ClipModel", "ImageModel", "apply_prompt_template", "load_clip_model", "load_image_model"]
+
+log = logging.getLogger(__name__)
+
+# torch.Generator.manual_seed takes any 64-bit value; keep seeds non-negative and storable in
+# a signed 64-bit database column.
+MAX_SEED = 2**63 - 1
+# Latent diffusion VAEs downscale by 8; other sizes fail deep inside the pipeline or get cropped.
+SIZE_MULTIPLE = 8
+# Hub weights are cached under models_dir so one volume holds every model a worker uses.
+HUB_CACHE_SUBDIR = "hub"
+# diffusers renamed from_pretrained's ``torch_dtype`` to ``dtype`` (the old name now warns and
+# goes away in 1.0); releases from before the rename, which the project's pins allow, only
+# know ``torch_dtype``. The rename shipped with this deprecation message, so it marks them apart.
+_DTYPE_OPTION = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+
+
+class ImageModel:
+    """A loaded text-to-image pipeline. Not for concurrent use from threads (calls serialise)."""
+
+    def __init__(self, pipeline: DiffusionPipeline, spec: ImageSpec, device: str, dtype: torch.dtype) -> None:
+        self.pipeline = pipeline
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        # A pipeline's scheduler keeps per-call state, so two threads must not share a call.
+        self._lock = threading.Lock()
+
+    def render(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        width: int,
+        height: int,
+        negative_prompt: str | None = None,
+    ) -> list[PIL.Image.Image]:
+        """One image per prompt, rendered in one batched pipeline call.
+
+        Prompts are used as given (apply ``apply_prompt_template`` first). ``negative_prompt``
+        defaults to the preset's; it only matters when the preset uses classifier-free guidance.
+        """
+        if len(prompts) != len(seeds):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+        if not prompts:
+            return []
+        _check_size(width, height)
+        negative = self.spec.negative_prompt if negative_prompt is None else negative_prompt
+        kwargs: dict[str, Any] = {
+            "prompt": list(prompts),
+            "width": width,
+            "height": height,
+            "num_inference_steps": self.spec.steps,
+            "guidance_scale": self.spec.guidance_scale,
+            # One generator per prompt: each image's noise depends on its own seed only,
+            # not on its position in the batch or on the other prompts.
+            "generator": [_generator(seed) for seed in seeds],
+            "output_type": "pil",
+        }
+        if negative:
+            kwargs["negative_prompt"] = [negative] * len(prompts)
+        with self._lock, torch.inference_mode():
+            images = self.pipeline(**kwargs).images
+        return [image.convert("RGB") for image in images]
+
+
+class ClipModel:
+    """A loaded image-to-video pipeline. Not for concurrent use from threads (calls serialise)."""
+
+    def __init__(
+        self,
+        pipeline: DiffusionPipeline,
+        spec: ClipSpec,
+        device: str,
+        dtype: torch.dtype,
+    ) -> None:
+        self.pipeline = pipeline
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype
+        accepted = _call_parameters(pipeline)
+        self._knobs = _clip_knobs(spec, accepted)
+        self._takes_prompt = "prompt" in accepted
+        self._lock = threading.Lock()
+
+    def render(
+        self,
+        image: PIL.Image.Image,
+        seed: int,
+        width: int,
+        height: int,
+        num_frames: int | None = None,
+        prompt: str | None = None,
+    ) -> list[PIL.Image.Image]:
+        """The clip's frames, animating ``image`` (resized by the pipeline to width x height).
+
+        ``num_frames`` defaults to the preset's. ``prompt`` is used by prompt-aware models and
+        ignored by image-only ones such as Stable Video Diffusion.
+        """
+        _check_size(width, height)
+        frames = self.spec.num_frames if num_frames is None else num_frames
+        if frames < 1:
+            raise ValueError(f"num_frames must be at least 1, got {frames}")
+        kwargs: dict[str, Any] = {
+            "image": image.convert("RGB"),
+            "width": width,
+            "height": height,
+            "num_frames": frames,
+            "num_inference_steps": self.spec.steps,
+            "generator": _generator(seed),
+            "output_type": "pil",
+            **self._knobs,
+        }
+        if self._takes_prompt:
+            kwargs["prompt"] = prompt or ""
+        if "decode_chunk_size" in kwargs:
+            # Decoding more frames than the clip has at once buys nothing.
+            kwargs["decode_chunk_size"] = min(kwargs["decode_chunk_size"], frames)
+        with self._lock, torch.inference_mode():
+            video = self.pipeline(**kwargs).frames[0]
+        return [frame.convert("RGB") for frame in video]
+
+
+def load_image_model(preset: RenderPreset, models_dir: Path | str) -> ImageModel:
+    """Load the preset's text-to-image model on the chosen device."""
+    spec = preset.image
+    pipeline, device, dtype = _load(
+        spec.pipeline, spec.model, spec.variant, spec.dtype, Path(models_dir),
+        tiny_pipeline=tiny.TINY_IMAGE_PIPELINE, ensure_tiny=tiny.ensure_tiny_image_pipeline, role="image",
+    )
+    return ImageModel(pipeline, spec, device, dtype)
+
+
+def load_clip_model(preset: RenderPreset, models_dir: Path | str) -> ClipModel:
+    """Load the preset's image-to-video model on the chosen device."""
+    spec = preset.clip
+    pipeline, device, dtype = _load(
+        spec.pipeline, spec.model, spec.variant, spec.dtype, Path(models_dir),
+        tiny_pipeline=tiny.TINY_CLIP_PIPELINE, ensure_tiny=tiny.ensure_tiny_clip_pipeline, role="clip",
+    )
+    return ClipModel(pipeline, spec, device, dtype)
+
+
+def _load(
+    pipeline_name: str,
+    model: str,
+    variant: str | None,
+    requested_dtype: str,
+    models_dir: Path,
+    *,
+    tiny_pipeline: str,
+    ensure_tiny: Callable[[Path], Path],
+    role: str,
+) -> tuple[DiffusionPipeline, str, torch.dtype]:
+    pipeline_class = _pipeline_class(pipeline_name, role)
+    device = choose_device()
+    dtype = choose_dtype(device, requested_dtype)
+    options: dict[str, Any] = {_DTYPE_OPTION: dtype}
+    if model == TINY_MODEL:
+        if pipeline_name != tiny_pipeline:
+            raise PresetError(f"{role}.pipeline must be {tiny_pipeline} for the tiny model, not {pipeline_name}")
+        source: str | Path = ensure_tiny(models_dir)
+    else:
+        # A hub id or a local directory; from_pretrained tells them apart. Downloads obey the
+        # usual HF_HUB_OFFLINE switch.
+        source = model
+        options["cache_dir"] = models_dir / HUB_CACHE_SUBDIR
+        if variant:
+            options["variant"] = variant
+    # Workers log to files, where loading, saving and per-step bars are only noise. The switches
+    # are process-wide, which suits a worker process.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    log.info("loading %s model %s (%s) on %s as %s", role, model, pipeline_name, device, dtype)
+    pipeline = pipeline_class.from_pretrained(source, **options)
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline, device, dtype
+
+
+def _pipeline_class(name: str, role: str) -> type:
+    candidate = getattr(diffusers, name, None)
+    is_pipeline = isinstance(candidate, type) and (
+        issubclass(candidate, DiffusionPipeline) or name.startswith("AutoPipeline")
+    )
+    if not is_pipeline:
+        raise PresetError(f"{role}.pipeline {name!r} is not a diffusers pipeline class")
+    return candidate
+
+
+def _call_parameters(pipeline: DiffusionPipeline) -> set[str]:
+    return set(inspect.signature(pipeline.__call__).parameters)
+
+
+def _clip_knobs(spec: ClipSpec, accepted: set[str]) -> dict[str, Any]:
+    """The preset's optional clip settings as keyword arguments this pipeline accepts.
+
+    A setting the pipeline has no parameter for is a preset mistake, reported at load time
+    rather than ignored. The frame rate is the exception: it is also the output video's rate,
+    so it is legitimately set for models that do not condition on it.
+    """
+    knobs: dict[str, Any] = {}
+    for fps_name in ("fps", "frame_rate"):
+        if fps_name in accepted:
+            knobs[fps_name] = spec.fps
+            break
+    optional = {
+        "motion_bucket_id": spec.motion_bucket_id,
+        "noise_aug_strength": spec.noise_aug_strength,
+        "decode_chunk_size": spec.decode_chunk_size,
+        "min_guidance_scale": spec.min_guidance_scale,
+        "max_guidance_scale": spec.max_guidance_scale,
+        "guidance_scale": spec.guidance_scale,
+        "negative_prompt": spec.negative_prompt,
+    }
+    if unsupported := sorted(name for name, value in optional.items() if value is not None and name not in accepted):
+        raise PresetError(f"clip.pipeline {spec.pipeline} does not take {', '.join(unsupported)}")
+    knobs.update({name: value for name, value in optional.items() if value is not None})
+    return knobs
+
+
+def _generator(seed: int) -> torch.Generator:
+    # CPU generators draw the same noise whatever device the model runs on, so a seed means
+    # the same starting point on every worker.
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def _check_size(width: int, height: int) -> None:
+    if width <= 0 or height <= 0 or width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+        raise ValueError(f"size {width}x{height} must be positive multiples of {SIZE_MULTIPLE}")

@@ -1,0 +1,247 @@
+"""Render presets: which models render a job, how, at what sizes, and what it costs.
+
+A preset is one YAML file in ``models/presets/`` (the file name is the preset name). This
+module only reads and validates those files; it imports neither torch nor diffusers, so the
+coordinator can quote prices and check aspect ratios without loading a model. Loading the
+models a preset names is ``models.pipelines``' job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal, Self, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRESETS_DIR = Path(__file__).with_suffix("")  # models/presets/, next to this module
+DEFAULT_PRESET_ENV = "RENDERFARM_DEFAULT_PRESET"
+TINY_PRESET = "tiny"
+GPU_PRESET = "sdxl-turbo-svd"
+# The ``model`` value that selects the offline random-weight pipelines of ``models.tiny``.
+TINY_MODEL = "tiny"
+
+AspectRatio = Literal["16:9", "9:16", "1:1"]
+ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
+DType = Literal["auto", "float16", "bfloat16", "float32"]
+
+
+class PresetError(ValueError):
+    """A preset file is missing, unreadable or invalid."""
+
+
+class UnknownPreset(PresetError, KeyError):
+    """No preset has this name. A ``KeyError`` too, so lookups can be caught as such."""
+
+    def __init__(self, name: str, valid: list[str]) -> None:
+        super().__init__(f"unknown preset {name!r}; valid presets: {', '.join(valid) or '(none)'}")
+        self.name = name
+        self.valid = valid
+
+    def __str__(self) -> str:
+        # KeyError would show the repr of the message; keep it readable.
+        return str(self.args[0])
+
+
+class _Strict(BaseModel):
+    # Typos in a YAML key must fail loudly rather than silently fall back to a default, and
+    # "4" must not pass for 4.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# A (width, height) pair; YAML gives lists, so the pair itself is parsed laxly while each
+# number stays strict.
+Size = Annotated[tuple[Annotated[int, Field(gt=0, strict=True)], Annotated[int, Field(gt=0, strict=True)]],
+                 Field(strict=False)]
+SizeTable = dict[AspectRatio, Size]
+
+
+class ImageSpec(_Strict):
+    """The text-to-image model that renders a scene's keyframe."""
+
+    pipeline: str = Field(min_length=1, description="diffusers pipeline class name")
+    model: str = Field(min_length=1, description='hub id, local directory, or "tiny"')
+    variant: str | None = Field(default=None, description='weights variant on the hub, e.g. "fp16"')
+    steps: int = Field(ge=1, le=200)
+    guidance_scale: float = Field(ge=0.0, le=30.0)
+    negative_prompt: str | None = None
+    prompt_template: str = "{prompt}"
+    dtype: DType = "auto"
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _check_template(cls, template: str) -> str:
+        try:
+            fields = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad prompt_template: {exc}") from None
+        if "prompt" not in fields:
+            raise ValueError("prompt_template must contain {prompt}")
+        if extra := fields - {"prompt", "style"}:
+            raise ValueError(f"prompt_template may only use {{prompt}} and {{style}}, not {sorted(extra)}")
+        return template
+
+
+class ClipSpec(_Strict):
+    """The image-to-video model that animates a keyframe into a clip.
+
+    ``fps`` and the guidance knobs are passed only to pipelines whose call accepts them
+    (``models.pipelines`` checks this when it loads the model), so one schema covers
+    Stable Video Diffusion and prompt-conditioned image-to-video models.
+    """
+
+    pipeline: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    variant: str | None = None
+    steps: int = Field(ge=1, le=200)
+    num_frames: int = Field(ge=1, le=512)
+    fps: int = Field(ge=1, le=120)
+    dtype: DType = "auto"
+    # Stable Video Diffusion conditioning.
+    motion_bucket_id: int | None = Field(default=None, ge=0, le=255)
+    noise_aug_strength: float | None = Field(default=None, ge=0.0, le=1.0)
+    decode_chunk_size: int | None = Field(default=None, ge=1)
+    min_guidance_scale: float | None = Field(default=None, ge=0.0)
+    max_guidance_scale: float | None = Field(default=None, ge=0.0)
+    # Prompt-conditioned image-to-video models.
+    guidance_scale: float | None = Field(default=None, ge=0.0)
+    negative_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _check_guidance_range(self) -> Self:
+        low, high = self.min_guidance_scale, self.max_guidance_scale
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_guidance_scale {low} is above max_guidance_scale {high}")
+        return self
+
+
+class Estimate(_Strict):
+    """GPU-seconds per scene, the basis of cost quotes."""
+
+    image_seconds_per_scene: float = Field(gt=0)
+    clip_seconds_per_scene: float = Field(gt=0)
+
+    def gpu_seconds(self, scenes: int) -> float:
+        return scenes * (self.image_seconds_per_scene + self.clip_seconds_per_scene)
+
+
+class RenderPreset(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)
+    description: str = Field(min_length=1)
+    image: ImageSpec
+    clip: ClipSpec
+    # What the image model renders, what the clip model renders, and the final video
+    # resolution, per aspect ratio, as (width, height).
+    image_size: SizeTable
+    clip_size: SizeTable
+    output_size: SizeTable
+    estimate: Estimate
+
+    @field_validator("image_size", "clip_size", "output_size", mode="before")
+    @classmethod
+    def _hint_unquoted_ratio(cls, table: object) -> object:
+        # YAML 1.1 reads an unquoted 16:9 as the base-60 integer 969; say so plainly.
+        if isinstance(table, dict):
+            for key in table:
+                if not isinstance(key, str):
+                    raise ValueError(f'aspect ratio key {key!r} must be a quoted string such as "16:9"')
+        return table
+
+    @field_validator("image_size", "clip_size")
+    @classmethod
+    def _check_model_sizes(cls, table: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        # Latent diffusion VAEs downscale by 8.
+        return _check_size_table(table, multiple=8)
+
+    @field_validator("output_size")
+    @classmethod
+    def _check_output_sizes(cls, table: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        # H.264 with 4:2:0 chroma needs even dimensions.
+        return _check_size_table(table, multiple=2)
+
+    @property
+    def aspect_ratios(self) -> tuple[str, ...]:
+        return ASPECT_RATIOS
+
+
+def _check_size_table(table: dict[str, tuple[int, int]], multiple: int) -> dict[str, tuple[int, int]]:
+    if missing := [ratio for ratio in ASPECT_RATIOS if ratio not in table]:
+        raise ValueError(f"missing aspect ratios {missing}")
+    for ratio, (width, height) in table.items():
+        if width % multiple or height % multiple:
+            raise ValueError(f"{ratio} size {width}x{height} must be multiples of {multiple}")
+        # The orientation must match the ratio; exact proportions are not required because the
+        # model sizes are rounded to what the models render well.
+        shape_ok = {"16:9": width > height, "9:16": height > width, "1:1": width == height}[ratio]
+        if not shape_ok:
+            raise ValueError(f"{ratio} size {width}x{height} has the wrong orientation")
+    return table
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped presets, sorted."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def get_preset(name: str) -> RenderPreset:
+    """The validated preset ``name``; ``UnknownPreset`` lists the valid names."""
+    valid = list_presets()
+    if name not in valid:
+        raise UnknownPreset(name, valid)
+    return load_preset_file(PRESETS_DIR / f"{name}.yaml")
+
+
+@cache
+def load_preset_file(path: Path) -> RenderPreset:
+    """Parse and validate one preset file; errors name the file and the offending fields."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PresetError(f"preset {path.name}: cannot read: {exc}") from None
+    if not isinstance(data, dict):
+        raise PresetError(f"preset {path.name}: expected a mapping at the top level")
+    try:
+        preset = RenderPreset.model_validate(data)
+    except ValidationError as exc:
+        raise PresetError(f"preset {path.name}: {_summarise(exc)}") from None
+    if preset.name != path.stem:
+        raise PresetError(f"preset {path.name}: name {preset.name!r} must match the file name {path.stem!r}")
+    return preset
+
+
+def _summarise(exc: ValidationError) -> str:
+    # One line per problem, "dotted.location: message", without pydantic's URLs and input dumps.
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {message}")
+    return "; ".join(problems)
+
+
+def default_preset_name() -> str:
+    """``$RENDERFARM_DEFAULT_PRESET`` if set, else the GPU preset with CUDA and ``tiny`` without."""
+    override = os.environ.get(DEFAULT_PRESET_ENV, "").strip()
+    if override:
+        if override not in list_presets():
+            raise UnknownPreset(override, list_presets())
+        return override
+    import torch  # only here: the rest of this module must stay importable without torch cost
+
+    return GPU_PRESET if torch.cuda.is_available() else TINY_PRESET
+
+
+def apply_prompt_template(preset: RenderPreset, prompt: str, style: str | None = None) -> str:
+    """The image prompt for a scene: the preset's template filled with ``prompt`` and ``style``.
+
+    Without a style, the ``{style}`` slot and the separators around it disappear, so
+    ``"{prompt}, {style}, product photo"`` gives ``"a red car, product photo"``.
+    """
+    text = preset.image.prompt_template.format(prompt=prompt.strip(), style=(style or "").strip())
+    text = re.sub(r"\s*,(\s*,)+", ",", text)  # ", ," left by an empty slot
+    text = re.sub(r"\s{2,}", " ", text)
+    return text.strip(" ,")

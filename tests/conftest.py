@@ -1,0 +1,225 @@
+"""Shared test infrastructure: the real parts, started once per session.
+
+- PostgreSQL: ``TEST_DATABASE_URL`` if set, else a real server from the ``pgserver`` wheel.
+- S3: moto's server mode in a subprocess on localhost, reached by boto3 over HTTP.
+- The API: ``create_app`` served by uvicorn on a loopback port, talked to over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from coordinator.app import create_app
+from coordinator.auth import issue_local_token
+from coordinator.settings import Settings
+
+# Never let the developer's own environment leak into tests.
+for _name in ("DATABASE_URL", "S3_BUCKET", "S3_ENDPOINT_URL", "AI_API_KEY", "AUTH_JWKS_URL",
+              "RENDERFARM_HOME"):
+    os.environ.pop(_name, None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value (returned) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory) -> Iterator[str]:
+    """A URL to an admin database on a real PostgreSQL server."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database(postgres_admin_url):
+    """Creates a fresh, empty database per call, so each app under test starts clean."""
+
+    def _make() -> str:
+        name = f"rf_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        base, _, query = postgres_admin_url.partition("?")
+        prefix = base.rsplit("/", 1)[0]
+        return f"{prefix}/{name}" + (f"?{query}" if query else "")
+
+    return _make
+
+
+# ---- S3 (moto server mode) --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+
+    def client(self):
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def make_bucket(self) -> str:
+        name = f"rf-test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def _up() -> bool:
+        try:
+            return httpx.get(endpoint + "/moto-api/", timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(_up, timeout=30, what="moto S3 server")
+        yield S3Server(endpoint)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# ---- The API over HTTP ------------------------------------------------------------------------
+
+class LiveServer:
+    """Serves one ASGI app with uvicorn on a loopback port in a background thread."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout=30, what="uvicorn start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class ApiUnderTest:
+    """A running API with its settings, plus helpers to act as different users."""
+
+    url: str
+    settings: Settings
+    backend: str
+
+    def client(self, user: str | None = "user-a", **kwargs) -> httpx.Client:
+        headers = kwargs.pop("headers", {})
+        if user is not None:
+            headers["Authorization"] = f"Bearer {issue_local_token(self.settings, user)}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+
+    def token(self, user: str) -> str:
+        return issue_local_token(self.settings, user)
+
+
+BACKENDS = {
+    # name: (database, object store)
+    "sqlite-local": ("sqlite", "local"),
+    "postgres-s3": ("postgres", "s3"),
+}
+
+
+def make_settings(tmp_path: Path, backend: str, request, **overrides) -> Settings:
+    database, store = BACKENDS[backend]
+    values: dict = {"renderfarm_home": tmp_path / "home", "max_upload_size_mb": 2,
+                    "max_asset_download_size_mb": 1, "url_import_timeout_seconds": 3.0}
+    if database == "postgres":
+        values["database_url"] = request.getfixturevalue("make_postgres_database")()
+    if store == "s3":
+        s3: S3Server = request.getfixturevalue("s3_server")
+        values.update(s3_bucket=s3.make_bucket(), s3_endpoint_url=s3.endpoint_url,
+                      s3_region="us-east-1", s3_access_key_id="test", s3_secret_access_key="test")
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(params=list(BACKENDS), scope="module")
+def api(request, tmp_path_factory) -> Iterator[ApiUnderTest]:
+    """The API on each backend pair: SQLite + local directory, PostgreSQL + S3 (moto)."""
+    backend = request.param
+    settings = make_settings(tmp_path_factory.mktemp(backend), backend, request,
+                             **getattr(request.module, "SETTINGS_OVERRIDES", {}))
+    with LiveServer(create_app(settings)) as server:
+        yield ApiUnderTest(url=server.url, settings=settings, backend=backend)
+
+
+@pytest.fixture
+def alice(api) -> Iterator[httpx.Client]:
+    with api.client(f"alice-{uuid.uuid4().hex[:6]}") as client:
+        yield client
+
+
+@pytest.fixture
+def bob(api) -> Iterator[httpx.Client]:
+    with api.client(f"bob-{uuid.uuid4().hex[:6]}") as client:
+        yield client
+
+
+# ---- small factories --------------------------------------------------------------------------
+
+def create_client(http: httpx.Client, **fields) -> dict:
+    body = {"name": "Acme Drinks", "description": "Sparkling water",
+            "brandGuidelines": {"colors": ["#0055ff", "#ffffff"], "tone": "playful"}} | fields
+    response = http.post("/api/v3/clients", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def create_campaign(http: httpx.Client, client_id: str, **fields) -> dict:
+    body = {"clientId": client_id, "name": "Summer launch", "goal": "awareness",
+            "status": "active", "brief": "Launch the lime flavour"} | fields
+    response = http.post("/api/v3/campaigns", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
