@@ -1,25 +1,60 @@
-"""Ray Serve entry point: ``serve run serve_app:app``.
+"""Ray Serve entry point: ``serve run serve_app:app`` (or ``serve deploy serve_config.yaml``).
 
-The FastAPI app is the ingress deployment. It is built on the replica (not pickled from the
-driver) so each replica opens its own database engine and object-store client.
+The topology lives here: the FastAPI ingress with the image and clip renderers bound into it.
+Replica counts, resources and autoscaling live in ``serve_config.yaml``. The ingress app is
+built on its replica (not pickled from the driver), so each replica opens its own database
+engine and object-store client.
 """
 
 from __future__ import annotations
 
-from ray import serve
+from typing import Any
 
+from ray import serve
+from ray.serve import Application
+
+from actors.clip_renderer import ClipRenderer
+from actors.image_renderer import ImageRenderer
+from actors.resources import renderer_actor_options
 from coordinator.app import create_app
-from coordinator.settings import get_settings
+from coordinator.settings import Settings, get_settings
 
 
 @serve.deployment(name="Api", num_replicas=1, ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class Api:
-    def __init__(self) -> None:
-        self.settings = get_settings()
+    def __init__(self, settings: Settings, images: Any, clips: Any) -> None:
+        from actors.facade import RayJobRunner
+
+        self.settings = settings
+        self.runner = RayJobRunner(settings, images, clips)
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.settings)
+        # build_app already migrated the database before any replica started.
+        return create_app(self.settings, job_runner=self.runner, migrate=False)
 
 
-app = Api.bind()
+def build_app(settings: Settings, *, image_replicas: int = 1, clip_replicas: int = 1,
+              renderer_cpus: float = 1.0) -> Application:
+    """The whole service as one Serve application."""
+    from coordinator.db.migrate import upgrade_database
+
+    # Migrate once here, before replicas start, so they never race on it.
+    upgrade_database(settings)
+    models_dir = str(settings.models_dir)
+    options = renderer_actor_options(renderer_cpus)
+    images = ImageRenderer.options(num_replicas=image_replicas,
+                                   ray_actor_options=options).bind(models_dir)
+    clips = ClipRenderer.options(num_replicas=clip_replicas,
+                                 ray_actor_options=options).bind(models_dir)
+    return Api.bind(settings, images, clips)
+
+
+def app_builder(args: dict[str, str]) -> Application:
+    """For ``serve run serve_app:app_builder image_replicas=2`` style arguments."""
+    return build_app(get_settings(), image_replicas=int(args.get("image_replicas", 1)),
+                     clip_replicas=int(args.get("clip_replicas", 1)),
+                     renderer_cpus=float(args.get("renderer_cpus", 1.0)))
+
+
+app = build_app(get_settings())

@@ -37,11 +37,15 @@ __all__ = [
 # How many stderr lines are kept while ffmpeg runs, and how many end up in an error message.
 _STDERR_KEEP_LINES = 200
 _STDERR_REASON_LINES = 6
-# Lines ffmpeg prints after the real reason that say nothing on their own.
-_UNINFORMATIVE = re.compile(
-    r"^(Conversion failed!?|Exiting normally.*|Error (opening|while).*output files?.*"
-    r"|At least one output file must be specified)$"
+# Lines ffmpeg prints after the real reason (its threads shutting down) that say nothing new.
+_CASCADE = re.compile(
+    r"Conversion failed|Exiting normally|Task finished with error code|Terminating thread with"
+    r"|Could not open encoder before EOF|Nothing was written into output file"
+    r"|Error (?:while filtering|sending frames|closing|opening output)"
+    r"|At least one output file must be specified|Error processing packet in decoder",
+    re.IGNORECASE,
 )
+_POINTER = re.compile(r" @ 0x[0-9a-fA-F]+")
 
 
 class MediaError(RuntimeError):
@@ -75,10 +79,17 @@ class FFmpegRun:
 
 
 def _reason(lines: Sequence[str]) -> str:
-    meaningful = [line.strip() for line in lines if line.strip()]
-    informative = [line for line in meaningful if not _UNINFORMATIVE.match(line)]
-    chosen = (informative or meaningful)[-_STDERR_REASON_LINES:]
-    return " | ".join(chosen) if chosen else "no output on stderr"
+    """ffmpeg's last meaningful stderr lines: shutdown noise and repeats removed."""
+    meaningful = [_POINTER.sub("", line).strip() for line in lines]
+    meaningful = [line for line in meaningful if line]
+    informative = [line for line in meaningful if not _CASCADE.search(line)] or meaningful
+    unique: list[str] = []
+    for line in reversed(informative):
+        if line not in unique:
+            unique.append(line)
+        if len(unique) == _STDERR_REASON_LINES:
+            break
+    return " | ".join(reversed(unique)) if unique else "no output on stderr"
 
 
 def run_ffmpeg(
@@ -90,6 +101,7 @@ def run_ffmpeg(
     check: bool = True,
     error_cls: type[MediaError] = MediaError,
     what: str = "ffmpeg",
+    reported_timeout_s: float | None = None,
 ) -> FFmpegRun:
     """Runs ``ffmpeg -hide_banner ARGS`` with a hard time limit.
 
@@ -98,9 +110,12 @@ def run_ffmpeg(
     is killed and ``error_cls("ffmpeg timed out after N s")`` raised; with ``check`` a non-zero
     exit raises ``error_cls`` with ffmpeg's last meaningful stderr lines. Any other exception
     while waiting (a cancelled task, KeyboardInterrupt) kills ffmpeg before propagating.
+    ``reported_timeout_s`` is the limit named in the timeout message when ``timeout_s`` is
+    only what is left of a larger budget.
     """
+    limit = timeout_s if reported_timeout_s is None else reported_timeout_s
     if not timeout_s > 0:
-        raise error_cls(f"{what} timed out after {timeout_s:g} s (no time left)")
+        raise error_cls(f"{what} timed out after {limit:g} s")
     argv = [ffmpeg_executable(), "-hide_banner", *args]
     try:
         process = subprocess.Popen(
@@ -158,7 +173,7 @@ def run_ffmpeg(
         returncode = process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         stop()
-        raise error_cls(f"{what} timed out after {timeout_s:g} s") from None
+        raise error_cls(f"{what} timed out after {limit:g} s") from None
     except BaseException:
         stop()
         raise

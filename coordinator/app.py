@@ -3,7 +3,9 @@ for fast tests, under plain uvicorn; the render side arrives as an optional ``Jo
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -29,7 +31,18 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     if migrate:
         upgrade_database(settings)
 
-    app = FastAPI(title="Render farm API", version=VERSION,
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Keep every unfinished job driven by a live actor (also resumes orphans at start-up).
+        supervisor = None
+        if job_runner is not None and hasattr(job_runner, "supervise"):
+            supervisor = asyncio.create_task(job_runner.supervise(app.state.sessionmaker))
+        yield
+        if supervisor:
+            supervisor.cancel()
+        await app.state.engine.dispose()
+
+    app = FastAPI(title="Render farm API", version=VERSION, lifespan=lifespan,
                   description="The v3 REST API of the AI video-ad render farm.")
     engine = make_engine(settings)
     app.state.settings = settings

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     renderfarm_home: Path = Path(".renderfarm")
+    # Where model weights (and the tiny preset's generated pipelines) are kept.
+    renderfarm_models_dir: Path | None = None
 
     # Database: SQLite under RENDERFARM_HOME unless DATABASE_URL names PostgreSQL.
     database_url: str | None = None
@@ -106,7 +108,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.renderfarm_home / "models"
+        return self.renderfarm_models_dir or self.renderfarm_home / "models"
 
     @property
     def async_database_url(self) -> str:

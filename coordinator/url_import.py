@@ -131,6 +131,8 @@ def _parse_url(url: str | httpx.URL) -> httpx.URL:
                        "url_not_allowed")
     if not parsed.raw_host:
         raise APIError(400, "The URL has no host", "url_invalid")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise APIError(400, "The URL's port is not valid", "url_invalid")
     return parsed.copy_with(fragment=None)
 
 
@@ -173,8 +175,7 @@ async def _send(client: httpx.AsyncClient, url: httpx.URL, addresses: list[str])
             return await client.send(request, stream=True)
         except httpx.ConnectError as exc:
             error = exc
-    assert error is not None
-    raise error
+    raise error or httpx.ConnectError("no address to connect to")
 
 
 async def _fetch(url: str, dest: BinaryIO, max_bytes: int, timeout_s: float, max_redirects: int,
@@ -182,9 +183,8 @@ async def _fetch(url: str, dest: BinaryIO, max_bytes: int, timeout_s: float, max
     current = _parse_url(url)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S))
     for _hop in range(max_redirects + 1):
-        addresses = await resolve_checked(current.raw_host.decode("ascii"),
-                                          current.port or (443 if current.scheme == "https" else 80),
-                                          trusted)
+        port = current.port or (443 if current.scheme == "https" else 80)
+        addresses = await resolve_checked(current.raw_host.decode("ascii"), port, trusted)
         # A client per hop: a pooled connection must never be reused for another host name.
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False,
                                      timeout=timeout) as client:
@@ -233,8 +233,8 @@ async def fetch_to_file(url: str, dest: BinaryIO, *, max_bytes: int, timeout_s: 
         async with asyncio.timeout(timeout_s):
             return await _fetch(url, dest, max_bytes, timeout_s, max_redirects, trusted)
     except (TimeoutError, httpx.TimeoutException):
-        raise APIError(400, f"The URL did not finish downloading within {timeout_s:g} seconds",
-                       "url_timeout") from None
+        raise APIError(400, "The URL did not finish downloading within the "
+                            f"{timeout_s:g}-second limit", "url_timeout") from None
     except httpx.HTTPError:
         raise APIError(400, "Could not download the URL (the connection failed)",
                        "url_fetch_failed") from None

@@ -1,1 +1,1 @@
-"""Local diffusion models: render presets, tiny offline pipelines, and the image/clip model wrappers renderers call."""
+"""Local diffusion models: render presets, offline tiny pipelines, and the render calls."""

@@ -5,9 +5,11 @@ loaded pipeline on the chosen device, and wrap it in an object with one ``render
 takes plain prompts, seeds and sizes and returns PIL images. Renderers depend on that call
 only, so swapping a model family is a preset change, not a renderer change.
 
-Reproducibility: every output is drawn from a CPU ``torch.Generator`` seeded from the caller's
-seed, so the same prompt, seed, preset and size give the same image (bit for bit on CPU),
-and an image keeps its seed when it is re-rendered alone after being rendered in a batch.
+Reproducibility: every output starts from noise drawn from its own CPU ``torch.Generator``
+seeded from the caller's seed, so the same prompt, seed, preset and size give the same image,
+bit for bit on one machine for the same call. An image re-rendered alone after being rendered
+in a batch starts from the same noise, but batched kernels round differently: on CPU a few
+pixel values may move by one level (of 255); GPUs can differ a little more.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,14 @@ from models import tiny
 from models.device import choose_device, choose_dtype
 from models.presets import TINY_MODEL, ClipSpec, ImageSpec, PresetError, RenderPreset, apply_prompt_template
 
-__all__ = ["ClipModel", "ImageModel", "apply_prompt_template", "load_clip_model", "load_image_model"]
+__all__ = [
+    "ClipModel",
+    "ImageModel",
+    "apply_prompt_template",
+    "check_preset",
+    "load_clip_model",
+    "load_image_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +137,14 @@ class ClipModel:
         ignored by image-only ones such as Stable Video Diffusion.
         """
         _check_size(width, height)
-        frames = self.spec.num_frames if num_frames is None else num_frames
-        if frames < 1:
-            raise ValueError(f"num_frames must be at least 1, got {frames}")
+        frame_count = self.spec.num_frames if num_frames is None else num_frames
+        if frame_count < 1:
+            raise ValueError(f"num_frames must be at least 1, got {frame_count}")
         kwargs: dict[str, Any] = {
             "image": image.convert("RGB"),
             "width": width,
             "height": height,
-            "num_frames": frames,
+            "num_frames": frame_count,
             "num_inference_steps": self.spec.steps,
             "generator": _generator(seed),
             "output_type": "pil",
@@ -146,7 +154,7 @@ class ClipModel:
             kwargs["prompt"] = prompt or ""
         if "decode_chunk_size" in kwargs:
             # Decoding more frames than the clip has at once buys nothing.
-            kwargs["decode_chunk_size"] = min(kwargs["decode_chunk_size"], frames)
+            kwargs["decode_chunk_size"] = min(kwargs["decode_chunk_size"], frame_count)
         with self._lock, torch.inference_mode():
             video = self.pipeline(**kwargs).frames[0]
         return [frame.convert("RGB") for frame in video]
@@ -154,72 +162,71 @@ class ClipModel:
 
 def load_image_model(preset: RenderPreset, models_dir: Path | str) -> ImageModel:
     """Load the preset's text-to-image model on the chosen device."""
-    spec = preset.image
-    pipeline, device, dtype = _load(
-        spec.pipeline, spec.model, spec.variant, spec.dtype, Path(models_dir),
-        tiny_pipeline=tiny.TINY_IMAGE_PIPELINE, ensure_tiny=tiny.ensure_tiny_image_pipeline, role="image",
-    )
-    return ImageModel(pipeline, spec, device, dtype)
+    pipeline, device, dtype = _load(preset.image, "image", Path(models_dir))
+    return ImageModel(pipeline, preset.image, device, dtype)
 
 
 def load_clip_model(preset: RenderPreset, models_dir: Path | str) -> ClipModel:
     """Load the preset's image-to-video model on the chosen device."""
-    spec = preset.clip
-    pipeline, device, dtype = _load(
-        spec.pipeline, spec.model, spec.variant, spec.dtype, Path(models_dir),
-        tiny_pipeline=tiny.TINY_CLIP_PIPELINE, ensure_tiny=tiny.ensure_tiny_clip_pipeline, role="clip",
-    )
-    return ClipModel(pipeline, spec, device, dtype)
+    pipeline, device, dtype = _load(preset.clip, "clip", Path(models_dir))
+    return ClipModel(pipeline, preset.clip, device, dtype)
+
+
+def check_preset(preset: RenderPreset) -> None:
+    """Raise ``PresetError`` for mistakes only diffusers can spot, without loading weights.
+
+    The pipeline names must be diffusers pipeline classes, the tiny model must be paired with
+    the class it is built as, and the clip settings must be ones the clip pipeline takes.
+    """
+    _pipeline_class(preset.image, "image")
+    clip_class = _pipeline_class(preset.clip, "clip")
+    if issubclass(clip_class, DiffusionPipeline):  # auto-pipelines pick their class at load time
+        _clip_knobs(preset.clip, _call_parameters(clip_class))
 
 
 def _load(
-    pipeline_name: str,
-    model: str,
-    variant: str | None,
-    requested_dtype: str,
-    models_dir: Path,
-    *,
-    tiny_pipeline: str,
-    ensure_tiny: Callable[[Path], Path],
-    role: str,
+    spec: ImageSpec | ClipSpec, role: str, models_dir: Path
 ) -> tuple[DiffusionPipeline, str, torch.dtype]:
-    pipeline_class = _pipeline_class(pipeline_name, role)
+    pipeline_class = _pipeline_class(spec, role)
     device = choose_device()
-    dtype = choose_dtype(device, requested_dtype)
+    dtype = choose_dtype(device, spec.dtype)
     options: dict[str, Any] = {_DTYPE_OPTION: dtype}
-    if model == TINY_MODEL:
-        if pipeline_name != tiny_pipeline:
-            raise PresetError(f"{role}.pipeline must be {tiny_pipeline} for the tiny model, not {pipeline_name}")
-        source: str | Path = ensure_tiny(models_dir)
+    if spec.model == TINY_MODEL:
+        ensure = tiny.ensure_tiny_image_pipeline if role == "image" else tiny.ensure_tiny_clip_pipeline
+        source: str | Path = ensure(models_dir)
     else:
         # A hub id or a local directory; from_pretrained tells them apart. Downloads obey the
         # usual HF_HUB_OFFLINE switch.
-        source = model
+        source = spec.model
         options["cache_dir"] = models_dir / HUB_CACHE_SUBDIR
-        if variant:
-            options["variant"] = variant
+        if spec.variant:
+            options["variant"] = spec.variant
     # Workers log to files, where loading, saving and per-step bars are only noise. The switches
     # are process-wide, which suits a worker process.
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-    log.info("loading %s model %s (%s) on %s as %s", role, model, pipeline_name, device, dtype)
+    log.info("loading %s model %s (%s) on %s as %s", role, spec.model, spec.pipeline, device, dtype)
     pipeline = pipeline_class.from_pretrained(source, **options)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline, device, dtype
 
 
-def _pipeline_class(name: str, role: str) -> type:
-    candidate = getattr(diffusers, name, None)
+def _pipeline_class(spec: ImageSpec | ClipSpec, role: str) -> type:
+    candidate = getattr(diffusers, spec.pipeline, None)
     is_pipeline = isinstance(candidate, type) and (
-        issubclass(candidate, DiffusionPipeline) or name.startswith("AutoPipeline")
+        issubclass(candidate, DiffusionPipeline) or spec.pipeline.startswith("AutoPipeline")
     )
     if not is_pipeline:
-        raise PresetError(f"{role}.pipeline {name!r} is not a diffusers pipeline class")
+        raise PresetError(f"{role}.pipeline {spec.pipeline!r} is not a diffusers pipeline class")
+    if spec.model == TINY_MODEL:
+        expected = tiny.TINY_IMAGE_PIPELINE if role == "image" else tiny.TINY_CLIP_PIPELINE
+        if spec.pipeline != expected:
+            raise PresetError(f"{role}.pipeline must be {expected} for the tiny model, not {spec.pipeline}")
     return candidate
 
 
-def _call_parameters(pipeline: DiffusionPipeline) -> set[str]:
+def _call_parameters(pipeline: DiffusionPipeline | type) -> set[str]:
     return set(inspect.signature(pipeline.__call__).parameters)
 
 
@@ -244,7 +251,8 @@ def _clip_knobs(spec: ClipSpec, accepted: set[str]) -> dict[str, Any]:
         "guidance_scale": spec.guidance_scale,
         "negative_prompt": spec.negative_prompt,
     }
-    if unsupported := sorted(name for name, value in optional.items() if value is not None and name not in accepted):
+    unsupported = sorted(name for name, value in optional.items() if value is not None and name not in accepted)
+    if unsupported:
         raise PresetError(f"clip.pipeline {spec.pipeline} does not take {', '.join(unsupported)}")
     knobs.update({name: value for name, value in optional.items() if value is not None})
     return knobs

@@ -245,7 +245,7 @@ def _ensure_saved(models_dir: Path, name: str, build: Callable[[], DiffusionPipe
     models_dir.mkdir(parents=True, exist_ok=True)
     if target.exists():
         # An older build (or a leftover without a marker): move it out of the way atomically
-        # so no reader ever sees a half-replaced directory.
+        # so no reader ever sees a half-replaced directory. Only a code upgrade gets here.
         _retire(target)
 
     log.info("building tiny pipeline %s", target)
@@ -256,6 +256,8 @@ def _ensure_saved(models_dir: Path, name: str, build: Callable[[], DiffusionPipe
         build().save_pretrained(staging, safe_serialization=True)
         # The marker goes in last: a directory with it is complete by construction.
         (staging / MARKER_FILE).write_text(json.dumps({"version": TINY_BUILD_VERSION}))
+        # mkdtemp makes a private directory; workers running as other users must read it too.
+        os.chmod(staging, 0o755)
         try:
             os.rename(staging, target)
         except OSError:

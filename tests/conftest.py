@@ -223,3 +223,60 @@ def create_campaign(http: httpx.Client, client_id: str, **fields) -> dict:
     response = http.post("/api/v3/campaigns", json=body)
     assert response.status_code == 201, response.text
     return response.json()["data"]
+
+
+# ---- Ray: one local cluster per session, one Serve app per backend ----------------------------
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """A real local Ray with Serve's HTTP proxy on a free loopback port."""
+    import ray
+    from ray import serve
+
+    models_dir = tmp_path_factory.mktemp("models")
+    ray.init(num_cpus=2, include_dashboard=False, namespace="renderfarm-tests",
+             log_to_driver=False, runtime_env={"env_vars": {"RENDERFARM_RENDER_GPUS": "0"}})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield {"port": port, "models_dir": models_dir}
+    serve.shutdown()
+    ray.shutdown()
+
+
+@dataclass
+class FarmUnderTest(ApiUnderTest):
+    """The API served by Ray Serve with real renderers and job actors behind it."""
+
+    app_name: str = ""
+
+
+def deploy_farm(ray_session, settings: Settings, *, app_name: str, image_replicas: int = 1,
+                clip_replicas: int = 1) -> FarmUnderTest:
+    from ray import serve
+
+    from serve_app import build_app
+
+    os.environ["RENDERFARM_RENDER_GPUS"] = "0"
+    application = build_app(settings, image_replicas=image_replicas, clip_replicas=clip_replicas,
+                            renderer_cpus=0.25)
+    serve.run(application, name=app_name, route_prefix="/")
+    url = f"http://127.0.0.1:{ray_session['port']}"
+    wait_until(lambda: httpx.get(url + "/health", timeout=5).status_code == 200, timeout=60,
+               what="Serve app health")
+    return FarmUnderTest(url=url, settings=settings, backend=app_name, app_name=app_name)
+
+
+@pytest.fixture(params=list(BACKENDS), scope="module")
+def farm(request, ray_session, tmp_path_factory) -> Iterator[FarmUnderTest]:
+    """The whole service on Ray, on each backend pair in turn (one Serve app at a time)."""
+    from ray import serve
+
+    backend = request.param
+    # Tiny pipelines are built once for the whole session and shared by every farm.
+    overrides = {"renderfarm_models_dir": ray_session["models_dir"],
+                 **getattr(request.module, "SETTINGS_OVERRIDES", {})}
+    settings = make_settings(tmp_path_factory.mktemp(f"farm-{backend}"), backend, request,
+                             **overrides)
+    farm = deploy_farm(ray_session, settings, app_name=f"farm-{backend}")
+    yield farm
+    serve.delete(farm.app_name)

@@ -20,7 +20,7 @@ from coordinator.deps import Page
 from coordinator.envelope import APIError
 from coordinator.job_states import PROCESSING, TERMINAL, JobStatus, transition
 from coordinator.progress import progress
-from coordinator.schemas.jobs import AdvancedOptions, JobCreate, SceneUpdate
+from coordinator.schemas.jobs import CTA_CARD_SECONDS, AdvancedOptions, JobCreate, SceneUpdate
 from coordinator.settings import Settings
 from models.presets import UnknownPreset, default_preset_name, get_preset
 
@@ -46,10 +46,10 @@ def resolve_plan(settings: Settings, advanced: AdvancedOptions) -> dict[str, Any
     except UnknownPreset as exc:
         raise APIError(400, f"advanced.preset: {exc}", "validation_error") from None
     scene_count = advanced.scene_count or DEFAULT_SCENE_COUNT
-    duration = advanced.duration_seconds or scene_count * DEFAULT_SECONDS_PER_SCENE
-    if duration < scene_count:
-        raise APIError(400, "advanced.durationSeconds must allow at least 1 second per scene",
-                       "validation_error")
+    duration = advanced.duration_seconds or scene_count * DEFAULT_SECONDS_PER_SCENE + CTA_CARD_SECONDS
+    if duration < scene_count + CTA_CARD_SECONDS:
+        raise APIError(400, "advanced.durationSeconds must allow at least 1 second per scene plus "
+                       f"{CTA_CARD_SECONDS:g} seconds for the call-to-action card", "validation_error")
     return {"preset": preset, "scene_count": scene_count, "duration_seconds": duration}
 
 

@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from coordinator.schemas.common import CamelModel, Id, UtcDatetime
 
 BriefText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+# Every ad ends on a call-to-action card of this length, inside the requested duration.
+CTA_CARD_SECONDS = 2.0
+
 RequiredBriefText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                                       max_length=2000)]
 
@@ -75,8 +78,10 @@ class AdvancedOptions(CamelModel):
 
     @model_validator(mode="after")
     def _duration_fits_scenes(self) -> "AdvancedOptions":
-        if self.scene_count and self.duration_seconds and self.duration_seconds < self.scene_count:
-            raise ValueError("durationSeconds must allow at least 1 second per scene")
+        if (self.scene_count and self.duration_seconds
+                and self.duration_seconds < self.scene_count + CTA_CARD_SECONDS):
+            raise ValueError("durationSeconds must allow at least 1 second per scene plus "
+                             f"{CTA_CARD_SECONDS:g} seconds for the call-to-action card")
         return self
 
 

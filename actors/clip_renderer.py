@@ -1,0 +1,72 @@
+"""The clip renderer: a Serve deployment holding an image-to-video pipeline per preset, loaded
+once per replica. It animates a scene image and returns the clip as an H.264 MP4."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+from ray import serve
+from ray.util import metrics
+
+from actors.compositor import encode_frames_to_mp4
+from actors.messages import ClipRequest, ClipResult
+from models.pipelines import ClipModel, load_clip_model
+from models.presets import default_preset_name, get_preset
+
+log = logging.getLogger(__name__)
+
+ENCODE_TIMEOUT_S = 120
+
+
+@serve.deployment(name="ClipRenderer", max_ongoing_requests=8, health_check_period_s=5)
+class ClipRenderer:
+    def __init__(self, models_dir: str, preload: list[str] | None = None):
+        """Loads the default preset's pipeline (and any in ``preload``) before taking traffic."""
+        self.models_dir = Path(models_dir)
+        self._models: dict[str, ClipModel] = {}
+        self._clips_rendered = metrics.Counter(
+            "renderfarm_clips_rendered", "Scene clips rendered", tag_keys=("preset",))
+        self._render_seconds = metrics.Histogram(
+            "renderfarm_clip_seconds", "Diffusion time of one clip",
+            boundaries=[0.5, 1, 2, 5, 10, 30, 60, 120, 300], tag_keys=("preset",))
+        for name in preload or [default_preset_name()]:
+            self._model(name)
+
+    def _model(self, preset_name: str) -> ClipModel:
+        if preset_name not in self._models:
+            started = time.perf_counter()
+            self._models[preset_name] = load_clip_model(get_preset(preset_name), self.models_dir)
+            log.info("loaded clip model of preset %s in %.1fs", preset_name,
+                     time.perf_counter() - started)
+        return self._models[preset_name]
+
+    async def render(self, request: ClipRequest) -> ClipResult:
+        """Animate one scene image into a clip of the preset's frame count and fps."""
+        preset = get_preset(request.preset)
+        model = self._model(request.preset)
+        image = Image.open(io.BytesIO(request.image_png)).convert("RGB")
+        started = time.perf_counter()
+        frames = await asyncio.to_thread(model.render, image, request.seed, request.width,
+                                         request.height, None, request.prompt)
+        elapsed = time.perf_counter() - started
+        self._render_seconds.observe(elapsed, tags={"preset": request.preset})
+        self._clips_rendered.inc(tags={"preset": request.preset})
+        mp4 = await asyncio.to_thread(_encode, frames, preset.clip.fps)
+        return ClipResult(mp4=mp4, seconds=elapsed, frames=len(frames), fps=preset.clip.fps)
+
+    def check_health(self) -> None:
+        if not self._models:
+            raise RuntimeError("no clip model loaded")
+
+
+def _encode(frames: list[Image.Image], fps: int) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="clip-") as workdir:
+        path = Path(workdir) / "clip.mp4"
+        encode_frames_to_mp4(frames, fps, path, timeout_s=ENCODE_TIMEOUT_S)
+        return path.read_bytes()

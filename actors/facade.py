@@ -1,0 +1,84 @@
+"""The small facade the API uses to reach the render side: make sure a job's actor exists and
+looks at its job (``poke``), stop it (``cancel``), and a supervisor loop that keeps every
+unfinished job driven by a live actor (after a crash, a restart of the service, or a race with
+an actor that was just ending itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from actors.job_actor import ACTOR_NAMESPACE, JobActor, actor_name
+from coordinator.db.models import Job, Scene
+from coordinator.job_states import PROCESSING, JobStatus
+from coordinator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_INTERVAL_S = 2.0
+
+
+class RayJobRunner:
+    def __init__(self, settings: Settings, images: Any, clips: Any):
+        self.settings = settings
+        self.images = images
+        self.clips = clips
+
+    def _actor(self, job_id: str):  # noqa: ANN202
+        return JobActor.options(name=actor_name(job_id), namespace=ACTOR_NAMESPACE,
+                                lifetime="detached", get_if_exists=True).remote(
+            job_id, self.settings, self.images, self.clips)
+
+    async def poke(self, job_id: str) -> None:
+        """Creates the job's actor if needed and has it look at the job's row."""
+        for attempt in range(3):
+            # Looking up or creating a named actor is a blocking call to the cluster.
+            handle = await asyncio.to_thread(self._actor, job_id)
+            try:
+                await handle.ensure_running.remote()
+                return
+            except ray.exceptions.RayActorError:
+                # The actor was ending itself as we called; its name frees up, try again.
+                log.debug("job %s: actor gone while poked (attempt %d)", job_id, attempt + 1)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        log.warning("job %s: could not reach an actor; the supervisor will retry", job_id)
+
+    async def cancel(self, job_id: str) -> None:
+        """Stops the job's in-flight work, if an actor is running it."""
+        try:
+            handle = await asyncio.to_thread(ray.get_actor, actor_name(job_id),
+                                             namespace=ACTOR_NAMESPACE)
+        except ValueError:
+            return  # no actor: nothing is in flight
+        try:
+            await handle.cancel.remote()
+        except ray.exceptions.RayActorError:
+            pass  # it ended itself, which is what we wanted
+
+    async def jobs_needing_an_actor(self, sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+        """Jobs in a processing state, and reviewed jobs with a regeneration waiting."""
+        async with sessions() as session:
+            regenerating = select(Scene.job_id).where(Scene.status == "regenerating")
+            rows = await session.scalars(select(Job.id).where(or_(
+                Job.status.in_([status.value for status in PROCESSING]),
+                (Job.status == JobStatus.STORYBOARD_READY.value) & Job.id.in_(regenerating),
+            )))
+            return list(rows.all())
+
+    async def supervise(self, sessions: async_sessionmaker[AsyncSession],
+                        interval_s: float = SUPERVISE_INTERVAL_S) -> None:
+        """Runs for the life of the API replica; on start-up this resumes orphaned jobs."""
+        while True:
+            try:
+                for job_id in await self.jobs_needing_an_actor(sessions):
+                    await self.poke(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database blip must not end supervision
+                log.exception("job supervision pass failed")
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,74 @@
+"""The image renderer: a Serve deployment holding a text-to-image pipeline per preset, loaded
+once per replica, with concurrent requests batched into one pipeline call."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ray import serve
+from ray.util import metrics
+
+from actors.messages import ImageRequest, ImageResult
+from models.pipelines import ImageModel, load_image_model
+from models.presets import default_preset_name, get_preset
+
+log = logging.getLogger(__name__)
+
+
+@serve.deployment(name="ImageRenderer", max_ongoing_requests=32, health_check_period_s=5)
+class ImageRenderer:
+    def __init__(self, models_dir: str, preload: list[str] | None = None):
+        """Loads the default preset's pipeline (and any in ``preload``) before taking traffic."""
+        self.models_dir = Path(models_dir)
+        self._models: dict[str, ImageModel] = {}
+        self._images_rendered = metrics.Counter(
+            "renderfarm_images_rendered", "Scene images rendered", tag_keys=("preset",))
+        self._render_seconds = metrics.Histogram(
+            "renderfarm_image_batch_seconds", "Wall time of one batched image render",
+            boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60], tag_keys=("preset",))
+        for name in preload or [default_preset_name()]:
+            self._model(name)
+
+    def _model(self, preset_name: str) -> ImageModel:
+        if preset_name not in self._models:
+            started = time.perf_counter()
+            self._models[preset_name] = load_image_model(get_preset(preset_name), self.models_dir)
+            log.info("loaded image model of preset %s in %.1fs", preset_name,
+                     time.perf_counter() - started)
+        return self._models[preset_name]
+
+    async def render(self, request: ImageRequest) -> ImageResult:
+        """One scene image. Concurrent calls are batched (see ``_render_batch``)."""
+        return await self._render_batch(request)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
+    async def _render_batch(self, requests: list[ImageRequest]) -> list[ImageResult]:
+        results: list[ImageResult | None] = [None] * len(requests)
+        groups: dict[tuple[str, int, int], list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[(request.preset, request.width, request.height)].append(index)
+        for (preset, width, height), indices in groups.items():
+            model = self._model(preset)
+            started = time.perf_counter()
+            # The pipeline call blocks for the whole denoising loop: keep it off the event loop
+            # so health checks and new requests are still answered.
+            images = await asyncio.to_thread(
+                model.render, [requests[i].prompt for i in indices],
+                [requests[i].seed for i in indices], width, height)
+            elapsed = time.perf_counter() - started
+            self._render_seconds.observe(elapsed, tags={"preset": preset})
+            self._images_rendered.inc(len(indices), tags={"preset": preset})
+            for index, image in zip(indices, images):
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                results[index] = ImageResult(png=buffer.getvalue(), seconds=elapsed / len(indices))
+        return results  # type: ignore[return-value]
+
+    def check_health(self) -> None:
+        if not self._models:
+            raise RuntimeError("no image model loaded")

@@ -1,0 +1,309 @@
+"""The per-job actor: one named, detached Ray actor per job that drives it like a workflow.
+
+``_run`` orders the steps and always starts by reading the job's row, so an actor that Ray
+restarted after a crash picks up where the database says the job is, skipping finished work
+(scene images and clips carry the version they were rendered from). ``ensure_running`` and
+``cancel`` are the signals; ``describe`` is a read-only query. When nothing is left to do (the
+job ended, or waits for a person), the actor ends itself; the API creates a new one when needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors import steps
+from actors.compositor import CallToActionCard, CompositorError, SceneClip, composite_video
+from actors.job_store import JobStore
+from actors.messages import ClipRequest, ImageRequest
+from coordinator import pricing
+from coordinator.db.base import utcnow
+from coordinator.db.models import Job, Scene
+from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus
+from coordinator.schemas.jobs import CTA_CARD_SECONDS
+from coordinator.planner import PlannedScene, PlannerError, plan_storyboard, replan_scene
+from coordinator.progress import progress, step_percent
+from coordinator.settings import Settings
+from coordinator.storage import ObjectStore, make_object_store
+from models.presets import apply_prompt_template, get_preset
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAMESPACE = "renderfarm"
+DEFAULT_CTA_BACKGROUND = "#111111"
+DEFAULT_CTA_TEXT = "#ffffff"
+
+
+def actor_name(job_id: str) -> str:
+    return f"job-{job_id}"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class JobActor:
+    def __init__(self, job_id: str, settings: Settings, images: Any, clips: Any):
+        """Starts driving the job at once, also when Ray restarts this actor after a crash."""
+        self.job_id = job_id
+        self.settings = settings
+        self.images = images
+        self.clips = clips
+        self.jobs = JobStore(settings, job_id)
+        self.objects: ObjectStore = make_object_store(settings)
+        self._run_task: asyncio.Task | None = None
+        self._start()
+
+    # ---- signals and queries ------------------------------------------------------------
+
+    async def ensure_running(self) -> bool:
+        """Looks at the job again (new regenerations, an approval); idempotent."""
+        self._start()
+        return True
+
+    async def cancel(self) -> None:
+        """Stops in-flight work. The row is already ``cancelled`` (the API wrote it first)."""
+        if self._run_task and not self._run_task.done():
+            self._run_task.cancel()
+            await asyncio.gather(self._run_task, return_exceptions=True)
+        self._exit()
+
+    async def describe(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "running": bool(self._run_task and not self._run_task.done())}
+
+    def _start(self) -> None:
+        if self._run_task is None or self._run_task.done():
+            self._run_task = asyncio.get_running_loop().create_task(self._run())
+
+    def _exit(self) -> None:
+        # The job is done or waits for a person: free the worker. ray.kill from inside is the
+        # reliable way to end an async actor from a background task.
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+    # ---- the workflow -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while await self._step():
+                pass
+        except asyncio.CancelledError:
+            raise
+        except IllegalTransition as exc:
+            # Someone else (a cancel) moved the job first: their state stands.
+            log.info("job %s: %s", self.job_id, exc.message)
+        except steps.StepFailed as exc:
+            await self.jobs.fail(exc.message, exc.code)
+        except Exception:
+            log.exception("job %s failed", self.job_id)
+            await self.jobs.fail("The render farm hit an internal error; retry the job or "
+                                 "contact the operator", "internal_error")
+        self._exit()
+
+    async def _step(self) -> bool:
+        """Does the next due piece of work; False when nothing is due."""
+        job = await self.jobs.job()
+        if job is None or JobStatus(job.status) in TERMINAL:
+            return False
+        status = JobStatus(job.status)
+        if status == JobStatus.PENDING:
+            await self.jobs.transition(JobStatus.STORYBOARD_PROCESSING, progress=progress(
+                "storyboard_generation", 1, "Writing the storyboard"))
+        elif status == JobStatus.STORYBOARD_PROCESSING:
+            await self._make_storyboard(job)
+        elif status == JobStatus.STORYBOARD_READY:
+            pending = [s for s in await self.jobs.scenes() if s.status == "regenerating"]
+            if not pending:
+                return False
+            await asyncio.gather(*(self._regenerate(job, scene) for scene in pending))
+            await self.jobs.set_progress(progress("storyboard_ready", 100,
+                                                  "Storyboard ready for review"))
+        elif status == JobStatus.VIDEO_PROCESSING:
+            await self._make_video(job)
+        return True
+
+    # ---- storyboard ---------------------------------------------------------------------
+
+    async def _make_storyboard(self, job: Job) -> None:
+        scenes = await self.jobs.scenes()
+        if not scenes:
+            await self.jobs.set_progress(progress("storyboard_generation", 2, "Writing the storyboard"))
+            try:
+                plan = await plan_storyboard(steps.planning_brief(job), self.settings)
+            except PlannerError as exc:
+                raise steps.StepFailed(str(exc), exc.code) from exc
+            tokens = plan.prompt_tokens + plan.completion_tokens
+            scenes = await self.jobs.save_storyboard(
+                job.owner_id, plan.storyboard.scenes,
+                planner_cost=pricing.llm_cost(self.settings, tokens))
+        todo = [s for s in scenes if s.image_key is None or s.image_version != s.version]
+        done = len(scenes) - len(todo)
+        await self.jobs.set_progress(progress(
+            "image_generation", step_percent("image_generation", done, len(scenes)),
+            f"Rendering scene images ({done}/{len(scenes)})"))
+        counter = {"done": done}
+
+        async def render(scene: Scene) -> None:
+            await self._render_image(job, scene, version=scene.version)
+            counter["done"] += 1
+            await self.jobs.set_progress(progress(
+                "image_generation", step_percent("image_generation", counter["done"], len(scenes)),
+                f"Rendering scene images ({counter['done']}/{len(scenes)})"))
+
+        # All scenes at once: the renderer batches them and Serve spreads them over replicas.
+        await asyncio.gather(*(render(scene) for scene in todo))
+        await self.jobs.transition(JobStatus.STORYBOARD_READY, progress=progress(
+            "storyboard_ready", 100, "Storyboard ready for review"))
+        if (job.advanced or {}).get("autoApprove"):
+            await self.jobs.transition(JobStatus.VIDEO_PROCESSING, approved_at=utcnow(),
+                                       progress=progress("clip_rendering", step_percent(
+                                           "clip_rendering", 0, 1), "Auto-approved; rendering clips"))
+
+    async def _render_image(self, job: Job, scene: Scene, *, version: int,
+                            text: dict[str, Any] | None = None) -> None:
+        preset = get_preset(job.preset)
+        width, height = preset.image_size[job.aspect_ratio]
+        prompt_source = (text or {}).get("image_prompt", scene.image_prompt)
+        style = (job.brief or {}).get("creative", {}).get("direction", {}).get("style")
+        request = ImageRequest(preset=job.preset, prompt=apply_prompt_template(preset, prompt_source, style),
+                               seed=steps.scene_seed(job.seed, scene.id, version),
+                               width=width, height=height)
+        result = await steps.call_renderer(lambda: self.images.render.remote(request),
+                                           f"Rendering the image of scene {scene.scene_idx}",
+                                           timeout_s=self.settings.render_timeout_seconds)
+        key = steps.scene_image_key(job.id, scene.id, version)
+        await asyncio.to_thread(self.objects.put_bytes, key, result.png, "image/png")
+        stored = await self.jobs.record_image(
+            scene.id, key=key, version=version, seconds=result.seconds,
+            cost=pricing.image_cost(self.settings, result.seconds), text=text)
+        if stored and scene.image_key and scene.image_key != key:
+            await asyncio.to_thread(self.objects.delete, scene.image_key)  # the replaced image
+
+    async def _regenerate(self, job: Job, scene: Scene) -> None:
+        """Re-plans the scene's text with the person's feedback and renders a new version."""
+        text = None
+        try:
+            if scene.regenerate_feedback:
+                scenes = await self.jobs.scenes()
+                planned = [_as_planned(s) for s in scenes]
+                index = next(i for i, s in enumerate(scenes) if s.id == scene.id)
+                new_scene, prompt_tokens, completion_tokens = await replan_scene(
+                    steps.planning_brief(job), planned, index, scene.regenerate_feedback,
+                    self.settings)
+                await self.jobs.record_usage("planner", seconds=0.0, cost=pricing.llm_cost(
+                    self.settings, prompt_tokens + completion_tokens))
+                text = {"description": new_scene.description, "script": new_scene.script,
+                        "image_prompt": new_scene.image_prompt,
+                        "shot_type": new_scene.shot_type.value}
+            await self._render_image(job, scene, version=scene.version + 1, text=text)
+        except (PlannerError, steps.StepFailed) as exc:
+            # The storyboard stays usable with the scene's previous image.
+            await self.jobs.mark_scene_failed(scene.id, str(exc))
+
+    # ---- video --------------------------------------------------------------------------
+
+    async def _make_video(self, job: Job) -> None:
+        scenes = await self.jobs.scenes()
+        if not scenes:
+            raise steps.StepFailed("The storyboard has no scenes to render", "no_scenes")
+        todo = [s for s in scenes if s.clip_key is None or s.clip_version != s.version]
+        counter = {"done": len(scenes) - len(todo)}
+
+        async def set_clip_progress() -> None:
+            await self.jobs.set_progress(progress(
+                "clip_rendering", step_percent("clip_rendering", counter["done"], len(scenes)),
+                f"Rendering scene clips ({counter['done']}/{len(scenes)})"))
+
+        async def render(scene: Scene) -> None:
+            await self._render_clip(job, scene)
+            counter["done"] += 1
+            await set_clip_progress()
+
+        await set_clip_progress()
+        await asyncio.gather(*(render(scene) for scene in todo))
+        await self._composite_and_deliver(job)
+
+    async def _render_clip(self, job: Job, scene: Scene) -> None:
+        preset = get_preset(job.preset)
+        width, height = preset.clip_size[job.aspect_ratio]
+        image_png = await asyncio.to_thread(self.objects.get_bytes, scene.image_key)
+        request = ClipRequest(preset=job.preset, image_png=image_png,
+                              seed=steps.scene_seed(job.seed, scene.id, scene.version),
+                              width=width, height=height, prompt=scene.image_prompt)
+        result = await steps.call_renderer(lambda: self.clips.render.remote(request),
+                                           f"Rendering the clip of scene {scene.scene_idx}",
+                                           timeout_s=self.settings.render_timeout_seconds)
+        key = steps.scene_clip_key(job.id, scene.id, scene.version)
+        await asyncio.to_thread(self.objects.put_bytes, key, result.mp4, "video/mp4")
+        await self.jobs.record_clip(scene.id, key=key, version=scene.version,
+                                    seconds=result.seconds,
+                                    cost=pricing.clip_cost(self.settings, result.seconds))
+
+    async def _composite_and_deliver(self, job: Job) -> None:
+        scenes = await self.jobs.scenes()
+        preset = get_preset(job.preset)
+        width, height = preset.output_size[job.aspect_ratio]
+        await self.jobs.set_progress(progress("compositing", step_percent("compositing", 0, 1),
+                                              "Compositing the clips"))
+        workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-"))
+        try:
+            clips = []
+            for scene in scenes:
+                path = workdir / f"clip_{scene.scene_idx:03d}.mp4"
+                await asyncio.to_thread(self.objects.download_to, scene.clip_key, path)
+                clips.append(SceneClip(clip_path=path, duration_s=scene.duration_s,
+                                       transition=scene.transition, caption=scene.script))
+            cta = _call_to_action(job)
+            output, thumbnail = workdir / "video.mp4", workdir / "thumbnail.jpg"
+            started = time.perf_counter()
+            try:
+                result = await asyncio.to_thread(
+                    composite_video, clips, cta, output, thumbnail, width=width, height=height,
+                    timeout_s=self.settings.ffmpeg_timeout_seconds, workdir=workdir)
+            except CompositorError as exc:
+                raise steps.StepFailed(f"Compositing failed: {exc}", "composite_failed") from exc
+            seconds = time.perf_counter() - started
+            await self.jobs.record_usage("composite", seconds=seconds,
+                                         cost=pricing.composite_cost(self.settings, seconds))
+            await self.jobs.set_progress(progress("uploading", step_percent("uploading", 0, 1),
+                                                  "Uploading the video"))
+            keys = (steps.video_key(job.id), steps.thumbnail_key(job.id))
+            await asyncio.to_thread(_upload, self.objects, output, keys[0], "video/mp4")
+            await asyncio.to_thread(_upload, self.objects, thumbnail, keys[1], "image/jpeg")
+            try:
+                await self.jobs.transition(
+                    JobStatus.COMPLETED, video_key=keys[0], thumbnail_key=keys[1],
+                    video_duration_s=result.duration_s, actual_cost=await self.jobs.actual_cost(),
+                    progress=progress("uploading", 100, "Video ready"))
+            except IllegalTransition:
+                # Cancelled while uploading: a cancelled job keeps no final video.
+                for key in keys:
+                    await asyncio.to_thread(self.objects.delete, key)
+                raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _upload(objects: ObjectStore, path: Path, key: str, content_type: str) -> None:
+    with path.open("rb") as handle:
+        objects.put_file(key, handle, content_type)
+
+
+def _call_to_action(job: Job) -> CallToActionCard:
+    brief = job.brief or {}
+    colors = (brief.get("brand") or {}).get("colors") or []
+    return CallToActionCard(
+        text=brief.get("adBasics", {}).get("callToAction", ""),
+        background_color=colors[0] if colors else DEFAULT_CTA_BACKGROUND,
+        text_color=colors[1] if len(colors) > 1 else DEFAULT_CTA_TEXT,
+        duration_s=CTA_CARD_SECONDS)
+
+
+def _as_planned(scene: Scene) -> PlannedScene:
+    return PlannedScene(description=scene.description, script=scene.script,
+                        shot_type=scene.shot_type, transition=scene.transition,
+                        duration_s=scene.duration_s, image_prompt=scene.image_prompt)
+

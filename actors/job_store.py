@@ -1,0 +1,135 @@
+"""The job actor's view of the database: the source of truth it reads on every step and writes
+before anyone is told. Every write that records finished work is guarded by the job's status,
+so results landing after a cancel do not change a cancelled job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coordinator.db.base import utcnow
+from coordinator.db.models import Job, RenderUsage, Scene
+from coordinator.db.session import make_engine, make_sessionmaker
+from coordinator.job_states import TERMINAL, JobStatus, transition
+from coordinator.planner import PlannedScene
+from coordinator.settings import Settings
+
+_TERMINAL_VALUES = [status.value for status in TERMINAL]
+
+
+class JobStore:
+    def __init__(self, settings: Settings, job_id: str):
+        self.job_id = job_id
+        self.engine = make_engine(settings)
+        self.sessions = make_sessionmaker(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def job(self) -> Job | None:
+        async with self.sessions() as session:
+            return await session.get(Job, self.job_id)
+
+    async def scenes(self) -> list[Scene]:
+        async with self.sessions() as session:
+            rows = await session.scalars(select(Scene).where(Scene.job_id == self.job_id)
+                                         .order_by(Scene.scene_idx))
+            return list(rows.all())
+
+    async def _job_is_live(self, session: AsyncSession) -> bool:
+        status = await session.scalar(select(Job.status).where(Job.id == self.job_id))
+        return status is not None and status not in _TERMINAL_VALUES
+
+    async def transition(self, target: JobStatus, **changes: Any) -> Job:
+        """Moves the job through ``coordinator.job_states`` (409-style refusal on a race)."""
+        async with self.sessions() as session:
+            job = await session.get(Job, self.job_id)
+            return await transition(session, job, target, **changes)
+
+    async def set_progress(self, progress: dict[str, Any]) -> None:
+        async with self.sessions() as session:
+            await session.execute(update(Job).where(
+                Job.id == self.job_id, Job.status.not_in(_TERMINAL_VALUES)).values(
+                progress=progress, updated_at=utcnow()))
+            await session.commit()
+
+    async def fail(self, message: str, code: str) -> None:
+        """Ends the job as ``failed`` unless it already ended (e.g. was cancelled)."""
+        async with self.sessions() as session:
+            job = await session.get(Job, self.job_id)
+            if job is None or JobStatus(job.status) in TERMINAL:
+                return
+            await transition(session, job, JobStatus.FAILED, error=message, error_code=code,
+                             progress={**(job.progress or {}), "message": message})
+
+    async def save_storyboard(self, owner: str, planned: list[PlannedScene], *,
+                              planner_cost: float) -> list[Scene]:
+        """Writes the planned scenes once (a resumed actor finds them and skips planning)."""
+        async with self.sessions() as session:
+            existing = await session.scalar(
+                select(func.count()).select_from(Scene).where(Scene.job_id == self.job_id))
+            if not existing and await self._job_is_live(session):
+                for index, scene in enumerate(planned):
+                    session.add(Scene(
+                        owner_id=owner, job_id=self.job_id, scene_idx=index,
+                        description=scene.description, script=scene.script,
+                        shot_type=scene.shot_type.value, transition=scene.transition.value,
+                        duration_s=scene.duration_s, image_prompt=scene.image_prompt))
+                session.add(RenderUsage(job_id=self.job_id, kind="planner", cost=planner_cost))
+                await session.commit()
+        return await self.scenes()
+
+    async def record_image(self, scene_id: str, *, key: str, version: int, seconds: float,
+                           cost: float, text: dict[str, Any] | None = None) -> bool:
+        """Stores a rendered image (and, for a regeneration, the re-planned text and the new
+        version). Returns False when the job ended meanwhile and nothing was written."""
+        async with self.sessions() as session:
+            if not await self._job_is_live(session):
+                return False
+            await session.execute(update(Scene).where(Scene.id == scene_id).values(
+                image_key=key, image_version=version, version=version, status="image_ready",
+                regenerate_feedback=None, error=None, updated_at=utcnow(), **(text or {})))
+            session.add(RenderUsage(job_id=self.job_id, scene_id=scene_id, kind="image",
+                                    seconds=seconds, cost=cost))
+            await session.execute(update(Job).where(Job.id == self.job_id).values(updated_at=utcnow()))
+            await session.commit()
+            return True
+
+    async def record_clip(self, scene_id: str, *, key: str, version: int, seconds: float,
+                          cost: float) -> bool:
+        async with self.sessions() as session:
+            if not await self._job_is_live(session):
+                return False
+            await session.execute(update(Scene).where(Scene.id == scene_id).values(
+                clip_key=key, clip_version=version, status="clip_ready", updated_at=utcnow()))
+            session.add(RenderUsage(job_id=self.job_id, scene_id=scene_id, kind="clip",
+                                    seconds=seconds, cost=cost))
+            await session.commit()
+            return True
+
+    async def record_usage(self, kind: str, *, seconds: float, cost: float) -> None:
+        async with self.sessions() as session:
+            session.add(RenderUsage(job_id=self.job_id, kind=kind, seconds=seconds, cost=cost))
+            await session.commit()
+
+    async def mark_scene_failed(self, scene_id: str, message: str) -> None:
+        async with self.sessions() as session:
+            await session.execute(update(Scene).where(Scene.id == scene_id).values(
+                status="failed", error=message, regenerate_feedback=None, updated_at=utcnow()))
+            await session.commit()
+
+    async def actual_cost(self) -> float:
+        async with self.sessions() as session:
+            total = await session.scalar(select(func.coalesce(func.sum(RenderUsage.cost), 0.0))
+                                         .where(RenderUsage.job_id == self.job_id))
+            return round(float(total or 0.0), 6)
+
+    async def usage_count(self, kind: str, scene_id: str | None = None) -> int:
+        async with self.sessions() as session:
+            query = select(func.count()).select_from(RenderUsage).where(
+                RenderUsage.job_id == self.job_id, RenderUsage.kind == kind)
+            if scene_id:
+                query = query.where(RenderUsage.scene_id == scene_id)
+            return int(await session.scalar(query) or 0)

@@ -1,0 +1,39 @@
+"""What the job actor sends the renderers and gets back. Plain dataclasses: they cross process
+boundaries through Ray's object store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    preset: str
+    prompt: str  # the full prompt, preset template already applied
+    seed: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    png: bytes
+    seconds: float  # this image's share of the measured render time (batches are split evenly)
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    preset: str
+    image_png: bytes
+    seed: int
+    width: int
+    height: int
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    mp4: bytes
+    seconds: float  # measured diffusion time (encoding excluded)
+    frames: int
+    fps: int

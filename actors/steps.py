@@ -1,0 +1,123 @@
+"""The job's side effects as small step functions: build the planning brief, name artifacts,
+call a renderer (riding out replica deaths), composite. Each is idempotent: artifacts are
+keyed by job, scene and version, so doing a step twice overwrites the same object."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any, Awaitable, Callable, TypeVar
+
+import ray.exceptions
+from ray.serve import exceptions as serve_exceptions
+
+from coordinator.db.models import Job
+from coordinator.planner import PlanningBrief
+from coordinator.schemas.jobs import CTA_CARD_SECONDS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RENDER_ATTEMPTS = 5
+# Failures of the machinery (a replica or node died, Serve shed load), not of the request.
+_RETRYABLE = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+              ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError,
+              serve_exceptions.BackPressureError, serve_exceptions.DeploymentUnavailableError)
+_RETRYABLE_NAMES = {"ReplicaUnavailableError", "ActorUnavailableError", "ActorDiedError"}
+
+
+class StepFailed(Exception):
+    """A step failed in a way a person must hear about; ``code`` is machine-readable."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# ---- names --------------------------------------------------------------------------------
+
+def scene_image_key(job_id: str, scene_id: str, version: int) -> str:
+    return f"jobs/{job_id}/scenes/{scene_id}/image-v{version}.png"
+
+
+def scene_clip_key(job_id: str, scene_id: str, version: int) -> str:
+    return f"jobs/{job_id}/scenes/{scene_id}/clip-v{version}.mp4"
+
+
+def video_key(job_id: str) -> str:
+    return f"jobs/{job_id}/video.mp4"
+
+
+def thumbnail_key(job_id: str) -> str:
+    return f"jobs/{job_id}/thumbnail.jpg"
+
+
+def scene_seed(job_seed: int, scene_id: str, version: int) -> int:
+    """Deterministic per (job seed, scene, version): a re-render of the same version gives the
+    same image; a regeneration (new version) gives a new one."""
+    digest = hashlib.sha256(f"{job_seed}:{scene_id}:{version}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+# ---- the brief ----------------------------------------------------------------------------
+
+def planning_brief(job: Job) -> PlanningBrief:
+    """What the planner needs, from the request and brand context stored on the job."""
+    brief: dict[str, Any] = job.brief or {}
+    basics = brief.get("adBasics", {})
+    direction = brief.get("creative", {}).get("direction", {})
+    brand = brief.get("brand") or {}
+    advanced = job.advanced or {}
+    return PlanningBrief(
+        product=basics.get("product", ""),
+        target_audience=basics.get("targetAudience", ""),
+        key_message=basics.get("keyMessage", ""),
+        call_to_action=basics.get("callToAction", ""),
+        style=direction.get("style", ""),
+        tone=direction.get("tone") or None,
+        visual_elements=direction.get("visualElements") or [],
+        brand_colors=brand.get("colors") or [],
+        brand_tone=brand.get("tone"),
+        brand_restrictions=brand.get("restrictions") or [],
+        campaign_brief=brief.get("campaignBrief"),
+        scene_count=int(advanced.get("sceneCount", 4)),
+        # The call-to-action card closes the ad inside the requested duration.
+        total_duration_s=float(advanced.get("durationSeconds", 14.0)) - CTA_CARD_SECONDS,
+        aspect_ratio=job.aspect_ratio,
+    )
+
+
+# ---- calling renderers --------------------------------------------------------------------
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _RETRYABLE) or type(exc).__name__ in _RETRYABLE_NAMES
+
+
+async def call_renderer(call: Callable[[], Awaitable[T]], what: str,
+                        attempts: int = RENDER_ATTEMPTS, timeout_s: float = 900.0) -> T:
+    """Awaits a renderer call, retrying when the replica serving it died (Serve restarts it or
+    routes to another). A failure of the request itself is raised as ``StepFailed``."""
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.wait_for(call(), timeout=timeout_s)
+        except asyncio.TimeoutError:
+            raise StepFailed(f"{what} took longer than {timeout_s:.0f} s", "render_timeout") from None
+        except Exception as exc:  # sorted below: retry the machinery's failures only
+            if not is_retryable(exc) or attempt == attempts:
+                log.warning("%s failed: %r", what, exc)
+                raise StepFailed(f"{what} failed: {_reason(exc)}", "render_failed") from exc
+            log.info("%s: renderer unavailable (%s); retry %d/%d", what, type(exc).__name__,
+                     attempt, attempts - 1)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[-1][:300] if text else type(cause).__name__
