@@ -6,27 +6,33 @@ Design notes
   into PNG files whose names we choose (``caption_000.png``, ``cta.png``) in a private
   directory under ``workdir``; the filter graph only ``overlay``s those images. The filter
   graph is built from numbers and fixed filter names, and :func:`_checked_graph` refuses any
-  graph containing characters outside that vocabulary (quotes, backslashes, spaces, ``%``,
-  ``{``...), so a client string cannot become an ffmpeg option, a filter fragment or a path.
+  graph with a character outside that vocabulary (quotes, backslashes, whitespace, ``%``,
+  ``{``, ``$``...). No client string can become an ffmpeg option, a filter fragment or a
+  path; ffmpeg's ``drawtext`` (and its escaping rules) is not used at all.
 * **One ffmpeg process per composite**, started from an argument list (no shell), with a
   hard time limit. The video and the thumbnail are written to temporary names next to their
   final paths and renamed into place only when ffmpeg succeeded, so a failure, timeout or
   cancellation never leaves a half-written file under the final name.
-* **Timing is planned in frames.** Scene boundaries are ``round(cumulative seconds * fps)``,
-  so rounding never accumulates. A scene whose transition is a crossfade (or fade through
-  black) is rendered longer by the overlap, and the next scene starts blending in at the
-  planned boundary; ``xfade`` then removes exactly the overlap again. The result lasts
-  ``sum(scene durations) + cta duration`` (to the frame), whatever the mix of transitions.
-  The last scene's transition leads into the call-to-action card.
+* **Timing is planned in frames** (:func:`plan_timeline`). Scene boundaries are
+  ``round(cumulative seconds * fps)``, so rounding never accumulates. A crossfade is an
+  ``xfade`` centred on the planned boundary: the outgoing scene is rendered longer by half
+  the overlap, the incoming one starts half the overlap early, and ``xfade`` takes the
+  overlap back when joining them. "fade" (through black) fades the outgoing scene out and
+  the incoming one in, back to back. Either way the ad lasts exactly
+  ``sum(scene durations) + cta duration`` (to the frame). The last scene's transition leads
+  into the call-to-action card.
 * **Short clips are looped** (``-stream_loop -1`` on the input, cut to the scene's frame count
   with ``trim``): a 1 s generated clip plays 4x in a 4 s scene. Looping keeps the motion
-  alive; holding the last frame would freeze most of the scene.
+  alive; holding the last frame would freeze most of the scene. ``-xerror`` makes any
+  demux/decode error fatal, so a damaged clip fails with ffmpeg's reason instead of being
+  looped forever or shipped with broken frames.
 * Colour: everything is converted to and tagged as BT.709 limited range, so brand colours on
-  the card survive players that pick the matrix from the tags (HD players assume BT.709).
+  the card come out right in players that pick the matrix from the tags (and in HD players
+  that assume BT.709 when there are none).
 
-The filter graph is written as a plain string rather than with ``ffmpeg-python``: the graph
-is small, the library does not know newer filters' semantics (``xfade`` offsets) and a
-plain string lets :func:`_checked_graph` see exactly what ffmpeg will parse.
+The filter graph is a plain string rather than built with ``ffmpeg-python``: it is a short,
+regular chain per scene, a wrapper would add a layer of escaping to trust without removing
+any, and with a plain string :func:`_checked_graph` checks exactly what ffmpeg will parse.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from actors.media_probe import (
     MediaError,
@@ -78,7 +84,6 @@ __all__ = [
 TRANSITIONS = ("cut", "crossfade", "fade")
 CROSSFADE_S = 0.5
 _MAX_TEXT_CHARS = 500
-_COLOR = re.compile(r"#([0-9a-fA-F]{6})")
 _X264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
 _BT709_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
                "-color_range", "tv"]
@@ -168,8 +173,9 @@ def encode_frames_to_mp4(frames: Sequence[Image.Image], fps: int, path: Path,
         run_ffmpeg(
             ["-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{even_w}x{even_h}",
              "-framerate", str(fps), "-i", "pipe:0",
-             "-vf", f"{_TO_BT709},{_TAG_BT709}", *_X264, "-crf", "18", "-g", str(fps * 2), "-r", str(fps),
-             *_BT709_TAGS, "-threads", _threads(), "-movflags", "+faststart", "-an",
+             "-vf", f"{_TO_BT709},{_TAG_BT709}", *_X264, "-crf", "18", "-g", str(fps * 2),
+             "-r", str(fps), *_BT709_TAGS, "-threads", _threads(), "-movflags", "+faststart",
+             "-an",
              "-f", "mp4", "-y", ffmpeg_path_arg(partial)],
             timeout_s=timeout_s, feed_stdin=feed, error_cls=CompositorError,
         )
@@ -221,23 +227,31 @@ class _TextFont:
             self._covered[char] = known
         return known
 
-    def word_gap(self) -> float:
-        # The built-in font's space is very narrow at caption sizes; words ran together.
-        return max(self.font.getlength(" "), self.size * 0.3)
+    def _wide_gap(self) -> float | None:
+        """The built-in font's space is so narrow at caption sizes that words run together;
+        then lines are laid out word by word with a wider gap. Fonts with a normal space
+        keep Pillow's own line layout (which also handles right-to-left scripts)."""
+        space = self.font.getlength(" ")
+        return self.size * 0.3 if space < self.size * 0.3 else None
 
     def length(self, text: str) -> float:
+        gap = self._wide_gap()
+        if gap is None:
+            return self.font.getlength(text) if text else 0.0
         words = text.split(" ")
-        return sum(self.font.getlength(word) for word in words if word) \
-            + self.word_gap() * (len(words) - 1)
+        return sum(self.font.getlength(word) for word in words if word) + gap * (len(words) - 1)
 
     def draw_line(self, draw: ImageDraw.ImageDraw, x: float, y: float, line: str,
                   **style) -> None:
-        """Draws one line word by word, with :meth:`word_gap` between words."""
+        gap = self._wide_gap()
+        if gap is None:
+            draw.text((x, y), line, font=self.font, **style)
+            return
         for word in line.split(" "):
             if word:
                 draw.text((x, y), word, font=self.font, **style)
                 x += self.font.getlength(word)
-            x += self.word_gap()
+            x += gap
 
     def line_height(self) -> int:
         ascent, descent = self.font.getmetrics()
@@ -305,23 +319,19 @@ def _limit_lines(lines: list[str], max_lines: int, font: _TextFont, max_width: f
 
 
 def _parse_color(value: str, what: str) -> tuple[int, int, int]:
-    match = _COLOR.fullmatch(str(value).strip()) if isinstance(value, str) else None
-    if not match:
-        raise CompositorInputError(f"{what} must be a colour like #1a2b3c")
-    digits = match.group(1)
-    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
-
-
-@dataclass(frozen=True)
-class _Placed:
-    path: Path
-    x: int
-    y: int
+    """``#rrggbb`` (also ``#rgb``, CSS names, ``rgb()``/``hsl()``; alpha ignored). Colours
+    only ever reach Pillow, never ffmpeg."""
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            return ImageColor.getrgb(value.strip())[:3]
+        except ValueError:
+            pass
+    raise CompositorInputError(f"{what} must be a colour like #1a2b3c")
 
 
 def render_caption_image(text: str, width: int, height: int, path: Path, *,
                          font_path: Path | None = None) -> tuple[int, int] | None:
-    """Draws a caption (white, outlined, on a translucent box) sized for a ``width`` x
+    """Draws a caption (white text on a translucent dark box) sized for a ``width`` x
     ``height`` frame into an RGBA PNG at ``path``. Returns where its top-left corner goes in
     the frame (horizontally centred, inside the bottom third), or None if nothing is drawable.
     """
@@ -600,7 +610,7 @@ def _build_command(scenes: Sequence[SceneClip], cta: CallToActionCard, timeline:
     """Input arguments, the filter graph (ending in the ``[final]`` label) and what each
     input is. ``-xerror`` makes any demux/decode error fatal: a damaged clip fails the job
     with ffmpeg's reason instead of being looped forever or shipped with broken frames."""
-    args = ["-nostdin", "-v", "error", "-xerror", "-y", "-threads", _threads()]
+    args = ["-nostdin", "-v", "error", "-xerror", "-y"]
     chains: list[str] = []
     inputs: list[str] = []
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 import ray
 
 from actors import steps
-from actors.compositor import CallToActionCard, CompositorError, SceneClip, composite_video
+from actors.composite_task import ClipPlan, CompositeOutput, composite_task
+from actors.compositor import CallToActionCard, CompositorError
 from actors.job_store import JobStore
 from actors.messages import ClipRequest, ImageRequest
 from coordinator import pricing
@@ -39,6 +36,7 @@ log = logging.getLogger(__name__)
 ACTOR_NAMESPACE = "renderfarm"
 DEFAULT_CTA_BACKGROUND = "#111111"
 DEFAULT_CTA_TEXT = "#ffffff"
+OUTPUT_FPS = 24
 
 
 def actor_name(job_id: str) -> str:
@@ -248,48 +246,38 @@ class JobActor:
         width, height = preset.output_size[job.aspect_ratio]
         await self.jobs.set_progress(progress("compositing", step_percent("compositing", 0, 1),
                                               "Compositing the clips"))
-        workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-"))
+        clips = [ClipPlan(clip_key=s.clip_key, duration_s=s.duration_s, transition=s.transition,
+                          caption=s.script) for s in scenes]
+        ref = composite_task.remote(self.settings, clips, _call_to_action(job), width=width,
+                                    height=height, fps=OUTPUT_FPS)
         try:
-            clips = []
-            for scene in scenes:
-                path = workdir / f"clip_{scene.scene_idx:03d}.mp4"
-                await asyncio.to_thread(self.objects.download_to, scene.clip_key, path)
-                clips.append(SceneClip(clip_path=path, duration_s=scene.duration_s,
-                                       transition=scene.transition, caption=scene.script))
-            cta = _call_to_action(job)
-            output, thumbnail = workdir / "video.mp4", workdir / "thumbnail.jpg"
-            started = time.perf_counter()
-            try:
-                result = await asyncio.to_thread(
-                    composite_video, clips, cta, output, thumbnail, width=width, height=height,
-                    timeout_s=self.settings.ffmpeg_timeout_seconds, workdir=workdir)
-            except CompositorError as exc:
-                raise steps.StepFailed(f"Compositing failed: {exc}", "composite_failed") from exc
-            seconds = time.perf_counter() - started
-            await self.jobs.record_usage("composite", seconds=seconds,
-                                         cost=pricing.composite_cost(self.settings, seconds))
-            await self.jobs.set_progress(progress("uploading", step_percent("uploading", 0, 1),
-                                                  "Uploading the video"))
-            keys = (steps.video_key(job.id), steps.thumbnail_key(job.id))
-            await asyncio.to_thread(_upload, self.objects, output, keys[0], "video/mp4")
-            await asyncio.to_thread(_upload, self.objects, thumbnail, keys[1], "image/jpeg")
-            try:
-                await self.jobs.transition(
-                    JobStatus.COMPLETED, video_key=keys[0], thumbnail_key=keys[1],
-                    video_duration_s=result.duration_s, actual_cost=await self.jobs.actual_cost(),
-                    progress=progress("uploading", 100, "Video ready"))
-            except IllegalTransition:
-                # Cancelled while uploading: a cancelled job keeps no final video.
-                for key in keys:
-                    await asyncio.to_thread(self.objects.delete, key)
+            output: CompositeOutput = await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)  # awaiting a task does not own it: stop ffmpeg explicitly
+            raise
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, CompositorError) else None
+            if cause is None:
                 raise
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _upload(objects: ObjectStore, path: Path, key: str, content_type: str) -> None:
-    with path.open("rb") as handle:
-        objects.put_file(key, handle, content_type)
+            raise steps.StepFailed(f"Compositing failed: {cause}", "composite_failed") from exc
+        await self.jobs.record_usage("composite", seconds=output.seconds,
+                                     cost=pricing.composite_cost(self.settings, output.seconds))
+        await self.jobs.set_progress(progress("uploading", step_percent("uploading", 0, 1),
+                                              "Uploading the video"))
+        keys = (steps.video_key(job.id), steps.thumbnail_key(job.id))
+        await asyncio.to_thread(self.objects.put_bytes, keys[0], output.video_mp4, "video/mp4")
+        await asyncio.to_thread(self.objects.put_bytes, keys[1], output.thumbnail_jpg, "image/jpeg")
+        try:
+            await self.jobs.transition(
+                JobStatus.COMPLETED, video_key=keys[0], thumbnail_key=keys[1],
+                video_duration_s=output.result.duration_s,
+                actual_cost=await self.jobs.actual_cost(),
+                progress=progress("uploading", 100, "Video ready"))
+        except IllegalTransition:
+            # Cancelled while uploading: a cancelled job keeps no final video.
+            for key in keys:
+                await asyncio.to_thread(self.objects.delete, key)
+            raise
 
 
 def _call_to_action(job: Job) -> CallToActionCard:

@@ -230,7 +230,8 @@ def _parse_probe(lines: Sequence[str]) -> dict:
         elif video is None and "attached pic" not in detail:
             codec = detail.split(None, 1)[0].rstrip(",") if detail else None
             size = _SIZE.search(detail)
-            rates = {unit: float(value) * (1000 if k else 1) for value, k, unit in _FPS.findall(detail)}
+            rates = {unit: float(value) * (1000 if thousands else 1)
+                     for value, thousands, unit in _FPS.findall(detail)}
             video = {
                 "video_codec": codec,
                 "width": int(size.group(1)) if size else 0,
@@ -263,7 +264,7 @@ def probe_media(path: Path | str, *, exact: bool = False, timeout_s: float = 30.
     frame_count = None
     if exact and parsed["video"] is not None:
         run = run_ffmpeg(
-            ["-nostdin", "-v", "error", "-i", source, "-map", "0:v:0", "-c:v", "rawvideo",
+            ["-nostdin", "-v", "error", "-i", source, "-map", "0:v:0",
              "-fps_mode", "passthrough", "-f", "null", "-progress", "pipe:1", "-nostats", "-"],
             timeout_s=max(deadline - time.monotonic(), 0.0), capture_stdout=True,
             what="ffmpeg probe",

@@ -198,6 +198,7 @@ async def request_regeneration(*, session: AsyncSession, job: Job, scene: Scene,
     """Marks the scene for regeneration (the actor re-plans its text with the feedback and
     re-renders its image); the conditional UPDATE makes a double request a 409."""
     _require_reviewable(job, "regenerate a scene")
+    scene_idx = scene.scene_idx  # rows expire on rollback; keep what the message needs
     result = await session.execute(
         update(Scene).where(Scene.id == scene.id, Scene.status != SceneStatus.REGENERATING)
         .values(status=SceneStatus.REGENERATING, regenerate_feedback=feedback or None,
@@ -205,9 +206,9 @@ async def request_regeneration(*, session: AsyncSession, job: Job, scene: Scene,
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         await session.rollback()
-        raise APIError(409, f"Scene {scene.scene_idx} is already being regenerated", "scene_busy")
+        raise APIError(409, f"Scene {scene_idx} is already being regenerated", "scene_busy")
     await session.execute(update(Job).where(Job.id == job.id).values(
-        progress=progress("regenerating_scene", 100, f"Regenerating scene {scene.scene_idx}"),
+        progress=progress("regenerating_scene", 100, f"Regenerating scene {scene_idx}"),
         updated_at=utcnow()))
     await session.commit()
     await session.refresh(scene)

@@ -82,7 +82,7 @@ class PlanningBrief(BaseModel):
 
 
 class PlannedScene(BaseModel):
-    """One scene as planned (also the JSON schema a model answers a re-plan with)."""
+    """One scene of a video ad storyboard."""
 
     description: str = Field(description="What the viewer sees, in one or two sentences.")
     script: str = Field(description="The voice-over or on-screen caption line; short, at most "

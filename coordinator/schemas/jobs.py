@@ -110,14 +110,14 @@ class SceneOut(BaseModel):
     image_url: str | None
     description: str
     script: str
-    shot_type: str = Field(serialization_alias="shotType")
+    shot_type: str = Field(alias="shotType")
     transition: str
     duration: float
     version: int
     status: str
     error: str | None = None
-    created_at: UtcDatetime = Field(serialization_alias="createdAt")
-    updated_at: UtcDatetime = Field(serialization_alias="updatedAt")
+    created_at: UtcDatetime = Field(alias="createdAt")
+    updated_at: UtcDatetime = Field(alias="updatedAt")
 
 
 class Storyboard(BaseModel):

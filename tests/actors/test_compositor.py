@@ -31,7 +31,8 @@ RED, GREEN, BLUE = (230, 30, 30), (30, 200, 60), (40, 60, 220)
 HOSTILE_CAPTION = (
     "He said \"it's 100% real\": {price}; [in] %{pts} \\n \\\\ C:\\path\\ 'quote'\n"
     "drawtext=text=boom:fontfile=/etc/passwd,[out];  -vf  $(rm -rf /) `id` %d %s "
-    "\u201csmart\u201d \u2014 caf\u00e9 na\u00efve \u00fcber \U0001f680\U0001f600 \u202eevil\u202c \x00\x07"
+    "\u201csmart\u201d \u2014 caf\u00e9 na\u00efve \u00fcber \U0001f680\U0001f600 "
+    "\u202eevil\u202c \x00\x07"
 )
 
 
@@ -247,17 +248,19 @@ def test_cta_card_carries_brand_colours(tmp_path, clips):
     assert np.abs(frame[:10].reshape(-1, 3).mean(axis=0) - (0x1A, 0x73, 0xE8)).max() <= 6
     # The text is there, in the text colour, in the middle of the card.
     text_like = np.abs(pixels - (0xFF, 0xD5, 0x00)).max(axis=1) <= 40
-    assert text_like.sum() > 50
+    assert text_like.sum() > 500
     rows = np.nonzero(np.abs(frame - (0xFF, 0xD5, 0x00)).max(axis=2) <= 40)[0]
     assert abs(rows.mean() - 72) < 20  # vertically centred
 
 
-def test_too_small_timeout_raises_and_leaves_nothing(tmp_path, clips):
+@pytest.mark.parametrize("timeout_s,size", [(0.05, (640, 360)), (0.4, (1280, 720))])
+def test_too_small_timeout_raises_and_leaves_nothing(tmp_path, clips, timeout_s, size):
+    # 0.4 s at 720p: ffmpeg is killed while it is writing (the composite takes seconds).
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     scenes = [SceneClip(clip, 3.0, "crossfade", "Caption") for clip in clips]
-    with pytest.raises(CompositorError, match=r"timed out after 0\.05 s"):
-        _composite(tmp_path, scenes, timeout_s=0.05, width=640, height=360)
+    with pytest.raises(CompositorError, match=rf"timed out after {timeout_s:g} s"):
+        _composite(tmp_path, scenes, timeout_s=timeout_s, width=size[0], height=size[1])
     assert not (out_dir / "ad.mp4").exists() and not (out_dir / "thumb.jpg").exists()
     assert _leftovers(out_dir) == []
 
@@ -292,8 +295,8 @@ def test_corrupt_clip_raises_ffmpegs_reason_and_keeps_old_output(tmp_path, clips
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"cta": CallToActionCard("x", "red", "#ffffff", 1.0)}, "background_color"),
-    ({"cta": CallToActionCard("x", "#000000", "#fff", 1.0)}, "text_color"),
+    ({"cta": CallToActionCard("x", "#12345", "#ffffff", 1.0)}, "background_color"),
+    ({"cta": CallToActionCard("x", "#000000", "white;drawtext", 1.0)}, "text_color"),
     ({"transition": "wipe;drawtext"}, "unknown transition"),
     ({"duration_s": float("nan")}, "duration"),
     ({"width": 255}, "width"),
@@ -325,3 +328,48 @@ def test_probe_and_binary_failures_are_reported(tmp_path, monkeypatch, clips):
     assert ffmpeg_executable() == str(tmp_path / "no-such-ffmpeg")
     with pytest.raises(CompositorError, match="cannot start ffmpeg"):
         _composite(tmp_path, [SceneClip(clips[0], 1.0, "cut", "")])
+
+
+def test_many_scenes_with_odd_durations_add_up_to_the_frame(tmp_path, clips):
+    rng = np.random.default_rng(3)
+    durations = [round(float(d), 3) for d in rng.uniform(0.4, 2.0, 9)]
+    transitions = ["cut", "crossfade", "fade", "crossfade", "crossfade", "cut", "fade",
+                   "cut", "crossfade"]
+    scenes = [SceneClip(clips[i % 3], d, t, f"Scene {i}")
+              for i, (d, t) in enumerate(zip(durations, transitions))]
+    result, out, _ = _composite(tmp_path, scenes, fps=30)
+    info = probe_media(out, exact=True)
+    assert info.frame_count == round((sum(durations) + 1.0) * 30)
+    assert result.duration_s == pytest.approx(info.frame_count / 30, abs=1 / 30)
+
+
+def test_run_ffmpeg_kills_on_timeout_and_on_cancel(monkeypatch):
+    import _thread
+    import threading
+
+    import actors.media_probe as media_probe
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def tracking_popen(*args, **kwargs):
+        process = real_popen(*args, **kwargs)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(media_probe.subprocess, "Popen", tracking_popen)
+    endless = ["-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10",
+               "-f", "null", "-"]
+    with pytest.raises(MediaError, match=r"timed out after 0\.5 s"):
+        media_probe.run_ffmpeg(endless, timeout_s=0.5)
+    assert started[-1].poll() is not None  # killed, not left running
+
+    # A cancelled task (here: KeyboardInterrupt in the waiting thread) also stops ffmpeg.
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            media_probe.run_ffmpeg(endless, timeout_s=30)
+    finally:
+        timer.cancel()
+    assert started[-1].poll() is not None

@@ -1,0 +1,59 @@
+"""Compositing as a Ray task: it gets a CPU of its own from the scheduler (the job actor asks
+for none) and can be stopped with ``ray.cancel``, which ends ffmpeg too."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from actors.compositor import CallToActionCard, CompositeResult, SceneClip, composite_video
+from coordinator.settings import Settings
+from coordinator.storage import make_object_store
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """One scene as the compositor needs it: where its clip is stored, and how to show it."""
+
+    clip_key: str
+    duration_s: float
+    transition: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class CompositeOutput:
+    video_mp4: bytes
+    thumbnail_jpg: bytes
+    result: CompositeResult
+    seconds: float  # wall time of compositing, for the cost ledger
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def composite_task(settings: Settings, clips: list[ClipPlan], cta: CallToActionCard, *,
+                   width: int, height: int, fps: int) -> CompositeOutput:
+    """Downloads the scene clips, composites the ad (see ``actors.compositor``), and returns the
+    MP4 and thumbnail bytes. Raises ``CompositorError`` with ffmpeg's reason on failure."""
+    objects = make_object_store(settings)
+    workdir = Path(tempfile.mkdtemp(prefix="composite-"))
+    try:
+        scene_clips = []
+        for index, clip in enumerate(clips):
+            path = workdir / f"clip_{index:03d}.mp4"
+            objects.download_to(clip.clip_key, path)
+            scene_clips.append(SceneClip(clip_path=path, duration_s=clip.duration_s,
+                                         transition=clip.transition, caption=clip.caption))
+        output, thumbnail = workdir / "video.mp4", workdir / "thumbnail.jpg"
+        started = time.perf_counter()
+        result = composite_video(scene_clips, cta, output, thumbnail, width=width, height=height,
+                                 fps=fps, timeout_s=settings.ffmpeg_timeout_seconds,
+                                 workdir=workdir)
+        return CompositeOutput(video_mp4=output.read_bytes(), thumbnail_jpg=thumbnail.read_bytes(),
+                               result=result, seconds=time.perf_counter() - started)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

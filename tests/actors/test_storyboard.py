@@ -1,0 +1,108 @@
+"""Storyboard review on the real farm: HTTP → Serve ingress → job actor → image renderer, with
+the tiny preset on CPU, on SQLite + local objects and PostgreSQL + S3."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.presets import get_preset
+from tests.jobs_helpers import (fetch_image, get_job, renders_per_scene, start_job, wait_for,
+                                wait_for_status)
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def alice(farm):
+    with farm.client("alice") as client:
+        yield client
+
+
+@pytest.fixture
+def bob(farm):
+    with farm.client("bob") as client:
+        yield client
+
+
+def test_storyboard_ready_with_a_rendered_image_per_scene(alice, farm):
+    created = start_job(alice, sceneCount=3, aspectRatio="9:16")
+    job = wait_for_status(alice, created["id"], "storyboard_ready")
+    scenes = job["storyboard"]["scenes"]
+    assert [s["scene_idx"] for s in scenes] == [0, 1, 2]
+    assert job["progress"]["stage"] == "storyboard_ready" and job["progress"]["percent"] == 100
+    width, height = get_preset("tiny").image_size["9:16"]
+    images = set()
+    for scene in scenes:
+        assert scene["description"] and scene["script"] and scene["version"] == 1
+        assert scene["status"] == "image_ready"
+        content, image = fetch_image(alice, scene["image_url"])
+        assert image.format == "PNG" and image.size == (width, height)
+        images.add(content)
+    assert len(images) == 3  # each scene is its own render
+    assert "Grab a can today" in scenes[-1]["script"]  # the call to action closes the ad
+    listed = alice.get(f"/api/v3/jobs/{job['id']}/scenes").json()
+    assert [s["id"] for s in listed["data"]] == [s["id"] for s in scenes]
+    assert alice.get("/api/v3/jobs", params={"status": "storyboard_ready"}).json()["meta"]["total"] >= 1
+
+
+def test_review_edit_delete_regenerate(alice, farm):
+    created = start_job(alice, sceneCount=3)
+    job = wait_for_status(alice, created["id"], "storyboard_ready")
+    base = f"/api/v3/jobs/{job['id']}/scenes"
+    first, second, third = job["storyboard"]["scenes"]
+    originals = {s["id"]: fetch_image(alice, s["image_url"])[0] for s in (first, second, third)}
+
+    edited = alice.put(f"{base}/{first['id']}", json={"script": "Cold. Crisp. Lime.",
+                                                      "transition": "crossfade", "duration": 2.5})
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["data"]["script"] == "Cold. Crisp. Lime."
+    assert edited.json()["data"]["transition"] == "crossfade" and edited.json()["data"]["duration"] == 2.5
+    assert alice.put(f"{base}/{first['id']}", json={"transition": "wipe"}).status_code == 400
+    assert alice.put(f"{base}/{first['id']}", json={"duration": 0}).status_code == 400
+
+    # Regenerate the middle scene with feedback: only its image changes, its version goes up.
+    response = alice.post(f"{base}/{second['id']}/regenerate", json={"feedback": "show the can up close"})
+    assert response.status_code == 202, response.text
+    assert alice.post(f"{base}/{second['id']}/regenerate", json={}).status_code in (202, 409)
+    job = wait_for(lambda j: all(s["status"] == "image_ready" for s in j["storyboard"]["scenes"])
+                   and j["storyboard"]["scenes"][1]["version"] >= 2, alice, job["id"],
+                   what="regenerated scene")
+    scenes = {s["id"]: s for s in job["storyboard"]["scenes"]}
+    assert "show the can up close" in scenes[second["id"]]["description"].lower()
+    assert fetch_image(alice, scenes[second["id"]]["image_url"])[0] != originals[second["id"]]
+    for unchanged in (first["id"], third["id"]):
+        assert scenes[unchanged]["version"] == 1
+        assert fetch_image(alice, scenes[unchanged]["image_url"])[0] == originals[unchanged]
+    counts = renders_per_scene(farm.settings, job["id"], "image")
+    assert counts[first["id"]] == 1 and counts[third["id"]] == 1 and counts[second["id"]] >= 2
+
+    # The action form of the same thing (spec 001): payload.sceneIdx.
+    action = alice.post(f"/api/v3/jobs/{job['id']}/actions",
+                        json={"action": "regenerate_scene", "payload": {"sceneIdx": 2}})
+    assert action.status_code == 200 and action.json()["data"]["updatedSceneIdx"] == 2
+    bad = alice.post(f"/api/v3/jobs/{job['id']}/actions",
+                     json={"action": "regenerate_scene", "payload": {"sceneIdx": 9}})
+    assert bad.status_code == 400
+    job = wait_for(lambda j: j["storyboard"]["scenes"][2]["version"] == 2
+                   and j["storyboard"]["scenes"][2]["status"] == "image_ready", alice, job["id"],
+                   what="regenerate_scene action")
+
+    # Delete the first scene: the others move up.
+    assert alice.delete(f"{base}/{first['id']}").status_code == 200
+    remaining = alice.get(base).json()["data"]
+    assert [(s["id"], s["scene_idx"]) for s in remaining] == [(second["id"], 0), (third["id"], 1)]
+    assert alice.get(f"{base}/{first['id']}").status_code == 404
+    assert get_job(alice, job["id"])["status"] == "storyboard_ready"
+
+
+def test_other_users_get_404_on_every_scene_route(alice, bob, farm):
+    job = wait_for_status(alice, start_job(alice, sceneCount=1, durationSeconds=4)["id"],
+                          "storyboard_ready")
+    scene = job["storyboard"]["scenes"][0]
+    base = f"/api/v3/jobs/{job['id']}/scenes/{scene['id']}"
+    for method, path, body in [("GET", base, None), ("PUT", base, {"script": "x"}),
+                               ("DELETE", base, None), ("POST", f"{base}/regenerate", {}),
+                               ("GET", f"{base}/image", None)]:
+        assert bob.request(method, path, json=body).status_code == 404, (method, path)
+    assert get_job(alice, job["id"])["storyboard"]["scenes"][0]["script"] == scene["script"]
+
