@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PRESETS_DIR = Path(__file__).with_suffix("")  # models/presets/, next to this module
 DEFAULT_PRESET_ENV = "RENDERFARM_DEFAULT_PRESET"
+PRESETS_PATH_ENV = "RENDERFARM_PRESETS_PATH"
 TINY_PRESET = "tiny"
 GPU_PRESET = "sdxl-turbo-svd"
 # The ``model`` value that selects the offline random-weight pipelines of ``models.tiny``.
@@ -182,17 +183,29 @@ def _check_size_table(table: dict[str, tuple[int, int]], multiple: int) -> dict[
     return table
 
 
+def preset_files() -> dict[str, Path]:
+    """Preset name -> file: the shipped presets, then any in ``$RENDERFARM_PRESETS_PATH``
+    (directories separated by ``:``), where an operator's file of the same name wins."""
+    directories = [PRESETS_DIR] + [Path(part) for part in
+                                   os.environ.get(PRESETS_PATH_ENV, "").split(os.pathsep) if part]
+    files: dict[str, Path] = {}
+    for directory in directories:
+        for path in sorted(directory.glob("*.yaml")):
+            files[path.stem] = path
+    return files
+
+
 def list_presets() -> list[str]:
-    """Names of the shipped presets, sorted."""
-    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+    """Names of the available presets, sorted."""
+    return sorted(preset_files())
 
 
 def get_preset(name: str) -> RenderPreset:
     """The validated preset ``name``; ``UnknownPreset`` lists the valid names."""
-    valid = list_presets()
-    if name not in valid:
-        raise UnknownPreset(name, valid)
-    return load_preset_file(PRESETS_DIR / f"{name}.yaml")
+    files = preset_files()
+    if name not in files:
+        raise UnknownPreset(name, sorted(files))
+    return load_preset_file(files[name])
 
 
 @cache

@@ -227,6 +227,26 @@ def create_campaign(http: httpx.Client, client_id: str, **fields) -> dict:
 
 # ---- Ray: one local cluster per session, one Serve app per backend ----------------------------
 
+SLOW_PRESET = "tiny-slow"
+
+
+def write_slow_preset(directory: Path) -> None:
+    """An operator-style extra preset (``RENDERFARM_PRESETS_PATH``): the tiny models at sizes and
+    step counts that take a second or two per render, so fault tests can act mid-render."""
+    from models.presets import get_preset
+
+    tiny = get_preset("tiny").model_dump(mode="json")
+    tiny.update(name=SLOW_PRESET, description="Tiny models, rendered slowly enough to interrupt.")
+    tiny["image"]["steps"] = 8
+    tiny["clip"]["steps"] = 4
+    tiny["clip"]["num_frames"] = 16
+    tiny["image_size"] = {"16:9": [256, 144], "9:16": [144, 256], "1:1": [256, 256]}
+    tiny["clip_size"] = {"16:9": [128, 72], "9:16": [72, 128], "1:1": [128, 128]}
+    import yaml
+
+    (directory / f"{SLOW_PRESET}.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+
+
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     """A real local Ray with Serve's HTTP proxy on a free loopback port."""
@@ -234,8 +254,12 @@ def ray_session(tmp_path_factory):
     from ray import serve
 
     models_dir = tmp_path_factory.mktemp("models")
+    presets_dir = tmp_path_factory.mktemp("presets")
+    write_slow_preset(presets_dir)
+    env = {"RENDERFARM_RENDER_GPUS": "0", "RENDERFARM_PRESETS_PATH": str(presets_dir)}
+    os.environ.update(env)  # the driver validates presets too
     ray.init(num_cpus=2, include_dashboard=False, namespace="renderfarm-tests",
-             log_to_driver=False, runtime_env={"env_vars": {"RENDERFARM_RENDER_GPUS": "0"}})
+             log_to_driver=False, runtime_env={"env_vars": env})
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield {"port": port, "models_dir": models_dir}
