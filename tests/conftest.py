@@ -290,17 +290,33 @@ def deploy_farm(ray_session, settings: Settings, *, app_name: str, image_replica
     return FarmUnderTest(url=url, settings=settings, backend=app_name, app_name=app_name)
 
 
-@pytest.fixture(params=list(BACKENDS), scope="module")
-def farm(request, ray_session, tmp_path_factory) -> Iterator[FarmUnderTest]:
-    """The whole service on Ray, on each backend pair in turn (one Serve app at a time)."""
+@pytest.fixture(scope="module")
+def farm_overrides() -> dict:
+    """Settings a test module's farm needs (override this fixture in the module)."""
+    return {}
+
+
+def _deployed_farm(request, ray_session, tmp_path_factory, backend: str, overrides: dict):
     from ray import serve
 
-    backend = request.param
     # Tiny pipelines are built once for the whole session and shared by every farm.
-    overrides = {"renderfarm_models_dir": ray_session["models_dir"],
-                 **getattr(request.module, "SETTINGS_OVERRIDES", {})}
-    settings = make_settings(tmp_path_factory.mktemp(f"farm-{backend}"), backend, request,
-                             **overrides)
+    values = {"renderfarm_models_dir": ray_session["models_dir"],
+              **getattr(request.module, "SETTINGS_OVERRIDES", {}), **overrides}
+    settings = make_settings(tmp_path_factory.mktemp(f"farm-{backend}"), backend, request, **values)
     farm = deploy_farm(ray_session, settings, app_name=f"farm-{backend}")
-    yield farm
-    serve.delete(farm.app_name)
+    try:
+        yield farm
+    finally:
+        serve.delete(farm.app_name)
+
+
+@pytest.fixture(params=list(BACKENDS), scope="module")
+def farm(request, ray_session, tmp_path_factory, farm_overrides) -> Iterator[FarmUnderTest]:
+    """The whole service on Ray, on each backend pair in turn (one Serve app at a time)."""
+    yield from _deployed_farm(request, ray_session, tmp_path_factory, request.param, farm_overrides)
+
+
+@pytest.fixture(scope="module")
+def local_farm(request, ray_session, tmp_path_factory, farm_overrides) -> Iterator[FarmUnderTest]:
+    """The whole service on Ray with SQLite and the local object store only (fault tests)."""
+    yield from _deployed_farm(request, ray_session, tmp_path_factory, "sqlite-local", farm_overrides)

@@ -96,3 +96,24 @@ def renders_per_scene(settings: Settings, job_id: str, kind: str) -> dict[str, i
         if row["kind"] == kind:
             counts[row["scene_id"]] = counts.get(row["scene_id"], 0) + 1
     return counts
+
+
+def actor_alive(job_id: str) -> bool:
+    import ray
+
+    from actors.job_actor import ACTOR_NAMESPACE, actor_name
+
+    try:
+        ray.get_actor(actor_name(job_id), namespace=ACTOR_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+def wait_actor_gone(job_id: str, timeout: float = 60.0) -> None:
+    """The job actor ends itself when nothing is left to do (or after a cancel)."""
+    deadline = time.monotonic() + timeout
+    while actor_alive(job_id):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"actor of job {job_id} still alive after {timeout}s")
+        time.sleep(0.1)

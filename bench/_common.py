@@ -1,0 +1,276 @@
+"""Shared plumbing of the benchmarks: a private temporary home, a local Ray with Serve on a free
+loopback port, deploying the farm, talking to it over HTTP, and reading its ledger.
+
+Nothing here is imported by the service; only ``bench/*.py`` use it. Import order matters:
+``prepare_environment`` must run before anything imports ``serve_app`` (whose import builds an
+application from ``get_settings()``, which reads ``RENDERFARM_HOME`` once).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+TERMINAL = {"completed", "failed", "cancelled"}
+APP_NAME = "bench"
+
+
+# ---- environment ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchEnv:
+    root: Path
+    home: Path
+    models_dir: Path
+    env_vars: dict[str, str]
+
+
+def prepare_environment(prefix: str) -> BenchEnv:
+    """A fresh temporary RENDERFARM_HOME (SQLite + local objects), CPU rendering, tiny preset.
+
+    The same variables go to every Ray worker, so the replicas' import of ``serve_app`` (which
+    builds an app from the environment) touches this temporary home, not the developer's."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    home, models_dir = root / "home", root / "models"
+    env_vars = {
+        "RENDERFARM_HOME": str(home),
+        "RENDERFARM_MODELS_DIR": str(models_dir),
+        "RENDERFARM_RENDER_GPUS": "0",
+        "RENDERFARM_DEFAULT_PRESET": "tiny",
+    }
+    for name in ("DATABASE_URL", "S3_BUCKET", "S3_ENDPOINT_URL", "AI_API_KEY", "AUTH_JWKS_URL",
+                 "RENDERFARM_PRESETS_PATH", "RENDERFARM_RENDER_CPUS"):
+        os.environ.pop(name, None)
+    os.environ.update(env_vars)
+    return BenchEnv(root=root, home=home, models_dir=models_dir, env_vars=env_vars)
+
+
+def make_settings(env: BenchEnv):
+    from coordinator.settings import Settings
+
+    return Settings(renderfarm_home=env.home, renderfarm_models_dir=env.models_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_average() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "n/a"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+def print_machine(env: BenchEnv) -> None:
+    import torch
+
+    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} intra-op threads in this process), "
+          f"load average before the run {load_average()}")
+    print(f"temporary RENDERFARM_HOME: {env.home}")
+
+
+# ---- Ray and Serve --------------------------------------------------------------------------
+
+@contextmanager
+def ray_cluster(env: BenchEnv, num_cpus: int = 2) -> Iterator[int]:
+    """A private local Ray (never an existing cluster) with Serve's proxy on a free port;
+    yields the port. Always shuts Serve and Ray down and removes the temporary directory."""
+    import logging
+
+    import ray
+    from ray import serve
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             namespace="renderfarm-bench", log_to_driver=False, logging_level=logging.WARNING,
+             runtime_env={"env_vars": env.env_vars})
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    try:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield port
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            shutil.rmtree(env.root, ignore_errors=True)
+
+
+def deploy(settings, port: int, *, image_replicas: int = 1, clip_replicas: int = 1,
+           renderer_cpus: float = 0.5) -> tuple[str, float]:
+    """(Re)deploys the whole farm as one Serve app; returns its URL and the deploy seconds."""
+    import httpx
+    from ray import serve
+
+    from serve_app import build_app
+
+    started = time.perf_counter()
+    app = build_app(settings, image_replicas=image_replicas, clip_replicas=clip_replicas,
+                    renderer_cpus=renderer_cpus)
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the farm did not become healthy within 120 s")
+        time.sleep(0.1)
+    return url, time.perf_counter() - started
+
+
+def undeploy() -> None:
+    from ray import serve
+
+    serve.delete(APP_NAME)
+
+
+# ---- HTTP -----------------------------------------------------------------------------------
+
+def api_client(settings, url: str, user: str = "bench-user"):
+    import httpx
+
+    from coordinator.auth import issue_local_token
+
+    return httpx.Client(base_url=url + "/api/v3", timeout=60,
+                        headers={"Authorization": f"Bearer {issue_local_token(settings, user)}"})
+
+
+def create_client(http) -> str:
+    response = http.post("/clients", json={
+        "name": "Acme Drinks", "description": "Sparkling water",
+        "brandGuidelines": {"colors": ["#0055ff", "#ffffff"], "tone": "playful"}})
+    response.raise_for_status()
+    return response.json()["data"]["id"]
+
+
+def job_body(client_id: str, scenes: int, **advanced: Any) -> dict:
+    return {
+        "context": {"clientId": client_id},
+        "adBasics": {"product": "Lime Fizz sparkling water", "targetAudience": "young runners",
+                     "keyMessage": "Zero sugar, all zing", "callToAction": "Grab a can today"},
+        "creative": {"direction": {"style": "bright summer photography"}},
+        "advanced": {"sceneCount": scenes, "durationSeconds": scenes * 1 + 3,
+                     "aspectRatio": "16:9", "preset": "tiny", **advanced},
+    }
+
+
+@dataclass
+class JobRun:
+    job_id: str
+    seconds: float                 # POST /jobs -> the wanted status seen by the poller
+    post_seconds: float            # how long POST /jobs itself took
+    polls: int
+    # (seconds since the POST started, status, progress message), first time each was seen
+    timeline: list[tuple[float, str, str]] = field(default_factory=list)
+    job: dict = field(default_factory=dict)
+
+    def first_seen(self, predicate) -> float | None:
+        for at, status, message in self.timeline:
+            if predicate(status, message):
+                return at
+        return None
+
+
+def run_job(http, body: dict, until: str, poll_s: float = 0.02, timeout_s: float = 170.0) -> JobRun:
+    """POST /jobs, then GET /jobs/{id} every ``poll_s`` until the job reaches ``until``."""
+    started = time.perf_counter()
+    response = http.post("/jobs", json=body)
+    post_seconds = time.perf_counter() - started
+    if response.status_code != 201:
+        raise RuntimeError(f"POST /jobs answered {response.status_code}: {response.text}")
+    job_id = response.json()["data"]["id"]
+    timeline: list[tuple[float, str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    polls = 0
+    while True:
+        job = http.get(f"/jobs/{job_id}").json()["data"]
+        now = time.perf_counter() - started
+        polls += 1
+        key = (job["status"], (job.get("progress") or {}).get("message", ""))
+        if key not in seen:
+            seen.add(key)
+            timeline.append((now, *key))
+        if job["status"] == until:
+            return JobRun(job_id, now, post_seconds, polls, timeline, job)
+        if job["status"] in TERMINAL:
+            raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')} "
+                               f"({job.get('errorCode')})")
+        if now > timeout_s:
+            raise RuntimeError(f"job {job_id} still {job['status']} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+# ---- the database, read directly ------------------------------------------------------------
+
+def ledger(settings, job_id: str) -> list[dict]:
+    """The job's ``render_usage`` rows (kind, seconds, cost, created_at), oldest first."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings.sync_database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT kind, scene_id, seconds, cost, created_at FROM render_usage "
+                "WHERE job_id = :job ORDER BY id"), {"job": job_id})
+            return [dict(row._mapping) for row in rows]
+    finally:
+        engine.dispose()
+
+
+def job_scenes(settings, job_id: str) -> tuple[dict, list[dict]]:
+    """The job row (seed, brief, created_at) and its scenes in order, from the database."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings.sync_database_url)
+    try:
+        with engine.connect() as conn:
+            job = dict(conn.execute(text(
+                "SELECT id, seed, brief, advanced, aspect_ratio, preset, created_at FROM jobs "
+                "WHERE id = :job"), {"job": job_id}).one()._mapping)
+            scenes = [dict(row._mapping) for row in conn.execute(text(
+                "SELECT id, scene_idx, image_prompt, script, transition, duration_s, version "
+                "FROM scenes WHERE job_id = :job ORDER BY scene_idx"), {"job": job_id})]
+            return job, scenes
+    finally:
+        engine.dispose()
+
+
+# ---- numbers --------------------------------------------------------------------------------
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt_runs(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(line.format(*headers))
+    print(line.format(*("-" * w for w in widths)))
+    for row in rows:
+        print(line.format(*row))
