@@ -1,0 +1,92 @@
+"""Faults on the real farm: a job actor or a renderer replica dies mid-job, and the job still
+finishes without rendering finished scenes or clips again. Uses the ``tiny-slow`` preset so
+renders last long enough to be interrupted."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from actors.job_actor import ACTOR_NAMESPACE, actor_name
+from tests.conftest import SLOW_PRESET
+from tests.jobs_helpers import renders_per_scene, start_job, wait_for, wait_for_status
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def alice(local_farm):
+    with local_farm.client("alice") as client:
+        yield client
+
+
+def kill_job_actor(job_id: str) -> None:
+    """Kills the actor process; Ray restarts it (max_restarts) as it would after a crash."""
+    ray.kill(ray.get_actor(actor_name(job_id), namespace=ACTOR_NAMESPACE), no_restart=False)
+
+
+def kill_replicas(app_name: str, deployment: str) -> int:
+    """Kills every replica of a Serve deployment; Serve's controller starts new ones."""
+    killed = 0
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if f"{app_name}#{deployment}#" in actor["name"]:
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+            killed += 1
+    return killed
+
+
+def _statuses(job: dict) -> list[str]:
+    return [scene["status"] for scene in job["storyboard"]["scenes"]]
+
+
+def test_job_actor_killed_mid_storyboard(alice, local_farm):
+    created = start_job(alice, sceneCount=8, durationSeconds=14, preset=SLOW_PRESET)
+    partial = wait_for(lambda j: "image_ready" in _statuses(j) and "pending" in _statuses(j),
+                       alice, created["id"], what="some but not all scene images")
+    finished = {s["id"]: s["image_url"] for s in partial["storyboard"]["scenes"]
+                if s["status"] == "image_ready"}
+    kill_job_actor(created["id"])
+
+    job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
+    scenes = {s["id"]: s for s in job["storyboard"]["scenes"]}
+    assert len(scenes) == 8 and all(s["image_url"] for s in scenes.values())
+    counts = renders_per_scene(local_farm.settings, created["id"], "image")
+    for scene_id, url in finished.items():
+        assert counts[scene_id] == 1, "a finished scene was rendered again"
+        assert scenes[scene_id]["image_url"] == url
+
+
+def test_image_replica_killed_mid_job(alice, local_farm):
+    created = start_job(alice, sceneCount=8, durationSeconds=14, preset=SLOW_PRESET)
+    wait_for(lambda j: j["progress"] and j["progress"]["stage"] == "image_generation"
+             and "pending" in _statuses(j), alice, created["id"], what="images rendering")
+    assert kill_replicas(local_farm.app_name, "ImageRenderer") >= 1
+    job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
+    assert all(s["image_url"] for s in job["storyboard"]["scenes"])
+
+
+def test_job_actor_killed_during_video_processing(alice, local_farm):
+    created = start_job(alice, sceneCount=4, durationSeconds=10, preset=SLOW_PRESET)
+    wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
+    alice.post(f"/api/v3/jobs/{created['id']}/actions", json={"action": "approve"})
+    partial = wait_for(lambda j: "clip_ready" in _statuses(j) and "image_ready" in _statuses(j),
+                       alice, created["id"], timeout=240, what="some but not all clips")
+    finished = [s["id"] for s in partial["storyboard"]["scenes"] if s["status"] == "clip_ready"]
+    kill_job_actor(created["id"])
+
+    job = wait_for_status(alice, created["id"], "completed", timeout=300)
+    assert job["videoUrl"]
+    counts = renders_per_scene(local_farm.settings, created["id"], "clip")
+    for scene_id in finished:
+        assert counts[scene_id] == 1, "a finished clip was rendered again"
+    assert set(counts) == {s["id"] for s in job["storyboard"]["scenes"]}
+
+
+def test_clip_replica_killed_mid_render(alice, local_farm):
+    created = start_job(alice, sceneCount=3, durationSeconds=9, preset=SLOW_PRESET,
+                        autoApprove=True)
+    wait_for(lambda j: j["status"] == "video_processing" and "image_ready" in _statuses(j),
+             alice, created["id"], timeout=240, what="clips rendering")
+    assert kill_replicas(local_farm.app_name, "ClipRenderer") >= 1
+    job = wait_for_status(alice, created["id"], "completed", timeout=300)
+    assert job["videoUrl"] and job["actualCost"] > 0
