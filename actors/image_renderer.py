@@ -49,17 +49,19 @@ class ImageRenderer:
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
     async def _render_batch(self, requests: list[ImageRequest]) -> list[ImageResult]:
         results: list[ImageResult | None] = [None] * len(requests)
-        groups: dict[tuple[str, int, int], list[int]] = defaultdict(list)
+        # One pipeline call per compatible group (same model, size and negative prompt).
+        groups: dict[tuple[str, int, int, str | None], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            groups[(request.preset, request.width, request.height)].append(index)
-        for (preset, width, height), indices in groups.items():
+            groups[(request.preset, request.width, request.height,
+                    request.negative_prompt)].append(index)
+        for (preset, width, height, negative), indices in groups.items():
             model = self._model(preset)
             started = time.perf_counter()
             # The pipeline call blocks for the whole denoising loop: keep it off the event loop
             # so health checks and new requests are still answered.
             images = await asyncio.to_thread(
                 model.render, [requests[i].prompt for i in indices],
-                [requests[i].seed for i in indices], width, height)
+                [requests[i].seed for i in indices], width, height, negative)
             elapsed = time.perf_counter() - started
             self._render_seconds.observe(elapsed, tags={"preset": preset})
             self._images_rendered.inc(len(indices), tags={"preset": preset})

@@ -164,19 +164,29 @@ class JobActor:
                             text: dict[str, Any] | None = None) -> None:
         preset = get_preset(job.preset)
         width, height = preset.image_size[job.aspect_ratio]
-        prompt_source = (text or {}).get("image_prompt", scene.image_prompt)
-        style = (job.brief or {}).get("creative", {}).get("direction", {}).get("style")
-        request = ImageRequest(preset=job.preset, prompt=apply_prompt_template(preset, prompt_source, style),
-                               seed=steps.scene_seed(job.seed, scene.id, version),
-                               width=width, height=height)
-        result = await steps.call_renderer(lambda: self.images.render.remote(request),
-                                           f"Rendering the image of scene {scene.scene_idx}",
-                                           timeout_s=self.settings.render_timeout_seconds)
+        shot_type = (text or {}).get("shot_type", scene.shot_type)
+        product_asset = (job.advanced or {}).get("productImageAssetId")
+        if product_asset and shot_type == "product":
+            # The product shot shows the client's real product photo, not an invention.
+            png = await asyncio.to_thread(steps.product_image_png, self.objects,
+                                          await self.jobs.asset_key(product_asset), width, height)
+            seconds = 0.0
+        else:
+            brief = steps.planning_brief(job)
+            prompt_source = (text or {}).get("image_prompt", scene.image_prompt)
+            request = ImageRequest(
+                preset=job.preset, prompt=apply_prompt_template(preset, prompt_source, brief.style),
+                seed=steps.scene_seed(job.seed, scene.id, version), width=width, height=height,
+                negative_prompt=steps.negative_prompt(preset, brief))
+            result = await steps.call_renderer(lambda: self.images.render.remote(request),
+                                               f"Rendering the image of scene {scene.scene_idx}",
+                                               timeout_s=self.settings.render_timeout_seconds)
+            png, seconds = result.png, result.seconds
         key = steps.scene_image_key(job.id, scene.id, version)
-        await asyncio.to_thread(self.objects.put_bytes, key, result.png, "image/png")
+        await asyncio.to_thread(self.objects.put_bytes, key, png, "image/png")
         stored = await self.jobs.record_image(
-            scene.id, key=key, version=version, seconds=result.seconds,
-            cost=pricing.image_cost(self.settings, result.seconds), text=text)
+            scene.id, key=key, version=version, seconds=seconds,
+            cost=pricing.image_cost(self.settings, seconds), text=text)
         if stored and scene.image_key and scene.image_key != key:
             await asyncio.to_thread(self.objects.delete, scene.image_key)  # the replaced image
 

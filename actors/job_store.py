@@ -10,7 +10,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.base import utcnow
-from coordinator.db.models import Job, RenderUsage, Scene
+from actors.steps import StepFailed
+from coordinator.db.models import Asset, Job, RenderUsage, Scene
 from coordinator.db.session import make_engine, make_sessionmaker
 from coordinator.job_states import TERMINAL, JobStatus, transition
 from coordinator.planner import PlannedScene
@@ -37,6 +38,15 @@ class JobStore:
             rows = await session.scalars(select(Scene).where(Scene.job_id == self.job_id)
                                          .order_by(Scene.scene_idx))
             return list(rows.all())
+
+    async def asset_key(self, asset_id: str) -> str:
+        """Where an asset the job refers to (its product image) is stored."""
+        async with self.sessions() as session:
+            key = await session.scalar(select(Asset.storage_key).where(Asset.id == asset_id))
+        if key is None:
+            raise StepFailed("The product image asset was deleted; upload it again and retry",
+                             "asset_missing")
+        return key
 
     async def _job_is_live(self, session: AsyncSession) -> bool:
         status = await session.scalar(select(Job.status).where(Job.id == self.job_id))

@@ -13,6 +13,7 @@ class ImageRequest:
     seed: int
     width: int
     height: int
+    negative_prompt: str | None = None  # None: the preset's own
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
 
 import ray.exceptions
+from PIL import Image, ImageOps
 from ray.serve import exceptions as serve_exceptions
 
 from coordinator.db.models import Job
-from coordinator.planner import PlanningBrief
+from coordinator.planner import PlanningBrief, negative_prompt_terms
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
+from coordinator.storage import ObjectStore
+from models.presets import RenderPreset
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,22 @@ def planning_brief(job: Job) -> PlanningBrief:
         total_duration_s=float(advanced.get("durationSeconds", 14.0)) - CTA_CARD_SECONDS,
         aspect_ratio=job.aspect_ratio,
     )
+
+
+def negative_prompt(preset: RenderPreset, brief: PlanningBrief) -> str | None:
+    """The preset's negative prompt plus the brand's restrictions (things never to show)."""
+    parts = [part for part in (preset.image.negative_prompt, negative_prompt_terms(brief)) if part]
+    return ", ".join(parts) or None
+
+
+def product_image_png(objects: ObjectStore, key: str, width: int, height: int) -> bytes:
+    """The client's product photo, cropped to fill the scene's frame, as PNG."""
+    with Image.open(io.BytesIO(objects.get_bytes(key))) as photo:
+        framed = ImageOps.fit(ImageOps.exif_transpose(photo).convert("RGB"), (width, height),
+                              method=Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    framed.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 # ---- calling renderers --------------------------------------------------------------------

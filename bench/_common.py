@@ -185,6 +185,7 @@ class JobRun:
     # (seconds since the POST started, status, progress message), first time each was seen
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     job: dict = field(default_factory=dict)
+    get_seconds: list[float] = field(default_factory=list)  # each GET /jobs/{id} round trip
 
     def first_seen(self, predicate) -> float | None:
         for at, status, message in self.timeline:
@@ -204,8 +205,11 @@ def run_job(http, body: dict, until: str, poll_s: float = 0.02, timeout_s: float
     timeline: list[tuple[float, str, str]] = []
     seen: set[tuple[str, str]] = set()
     polls = 0
+    get_seconds: list[float] = []
     while True:
+        asked = time.perf_counter()
         job = http.get(f"/jobs/{job_id}").json()["data"]
+        get_seconds.append(time.perf_counter() - asked)
         now = time.perf_counter() - started
         polls += 1
         key = (job["status"], (job.get("progress") or {}).get("message", ""))
@@ -213,7 +217,7 @@ def run_job(http, body: dict, until: str, poll_s: float = 0.02, timeout_s: float
             seen.add(key)
             timeline.append((now, *key))
         if job["status"] == until:
-            return JobRun(job_id, now, post_seconds, polls, timeline, job)
+            return JobRun(job_id, now, post_seconds, polls, timeline, job, get_seconds)
         if job["status"] in TERMINAL:
             raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')} "
                                f"({job.get('errorCode')})")
@@ -239,6 +243,13 @@ def ledger(settings, job_id: str) -> list[dict]:
         engine.dispose()
 
 
+def when(value) -> "datetime":  # noqa: ANN001
+    """A timestamp column as a datetime (SQLite hands back text through raw SQL)."""
+    from datetime import datetime
+
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
 def job_scenes(settings, job_id: str) -> tuple[dict, list[dict]]:
     """The job row (seed, brief, created_at) and its scenes in order, from the database."""
     from sqlalchemy import create_engine, text
@@ -247,7 +258,8 @@ def job_scenes(settings, job_id: str) -> tuple[dict, list[dict]]:
     try:
         with engine.connect() as conn:
             job = dict(conn.execute(text(
-                "SELECT id, seed, brief, advanced, aspect_ratio, preset, created_at FROM jobs "
+                "SELECT id, seed, brief, advanced, aspect_ratio, preset, created_at, updated_at "
+                "FROM jobs "
                 "WHERE id = :job"), {"job": job_id}).one()._mapping)
             scenes = [dict(row._mapping) for row in conn.execute(text(
                 "SELECT id, scene_idx, image_prompt, script, transition, duration_s, version "
@@ -261,6 +273,26 @@ def job_scenes(settings, job_id: str) -> tuple[dict, list[dict]]:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def time_dry_runs(http, body: dict, count: int = 5) -> list[float]:
+    """Round trips of POST /jobs/dry-run: HTTP, auth, validation and a database read, without a
+    job row or an actor; the baseline to read POST /jobs against."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        http.post("/jobs/dry-run", json=body).raise_for_status()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def quiet_libraries() -> None:
+    """Keeps the per-call prompt-truncation warnings out of the printed table."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def fmt_runs(values: list[float]) -> str:

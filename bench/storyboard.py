@@ -31,7 +31,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,14 +51,12 @@ class FarmResult:
     planner_done: list[float]         # POST -> "Rendering scene images (0/N)" first seen
     first_image: list[float]          # job row created -> first image row written (database)
     last_image: list[float]           # job row created -> last image row written (database)
+    dry_run: float = 0.0              # median POST /jobs/dry-run round trip
+    get_job: float = 0.0              # median GET /jobs/{id} round trip while polling
 
     @property
     def seconds(self) -> list[float]:
         return [run.seconds for run in self.runs]
-
-
-def _when(value) -> datetime:  # noqa: ANN001
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def _batch_sizes(rows: list[dict]) -> list[int]:
@@ -81,12 +78,15 @@ def farm_path(settings, port: int, *, replicas: int, scenes: int, repeats: int,
         warmup = bench.run_job(http, body, "storyboard_ready", poll_s=poll_s)
         runs = [bench.run_job(http, body, "storyboard_ready", poll_s=poll_s)
                 for _ in range(repeats)]
-    result = FarmResult(replicas, deploy_seconds, warmup.seconds, runs, [], [], [], [], [])
+        dry_run = bench.median(bench.time_dry_runs(http, body))
+    result = FarmResult(replicas, deploy_seconds, warmup.seconds, runs, [], [], [], [], [],
+                        dry_run=dry_run,
+                        get_job=bench.median([s for run in runs for s in run.get_seconds]))
     for run in runs:
         rows = [row for row in bench.ledger(settings, run.job_id) if row["kind"] == "image"]
         job, _ = bench.job_scenes(settings, run.job_id)
-        created = _when(job["created_at"])
-        stamps = sorted((_when(row["created_at"]) - created).total_seconds() for row in rows)
+        created = bench.when(job["created_at"])
+        stamps = sorted((bench.when(row["created_at"]) - created).total_seconds() for row in rows)
         result.model_seconds.append(sum(row["seconds"] for row in rows))
         result.batches.append(_batch_sizes(rows))
         result.first_image.append(stamps[0])
@@ -160,6 +160,7 @@ def main() -> None:
     load_started = time.perf_counter()
     model = load_image_model(get_preset("tiny"), env.models_dir)
     load_seconds = time.perf_counter() - load_started
+    bench.quiet_libraries()
 
     with bench.ray_cluster(env) as port:
         print(f"[farm, 1 image replica] {args.repeats} jobs of {args.scenes} scenes ...", flush=True)
@@ -210,6 +211,8 @@ def main() -> None:
     for result in (one, two):
         rows.append([
             f"{result.replicas} replica{'s' if result.replicas > 1 else ''}",
+            f"{result.get_job:.3f}",
+            f"{result.dry_run:.3f}",
             f"{med([r.post_seconds for r in result.runs]):.3f}",
             f"{med(result.planner_done):.3f}",
             f"{med(result.first_image):.3f}",
@@ -220,10 +223,12 @@ def main() -> None:
             f"{result.warmup_seconds:.2f}",
             f"{result.deploy_seconds:.1f}",
         ])
-    bench.print_table(["farm", "POST", "planned", "1st image", "last image", "ready",
+    bench.print_table(["farm", "GET job", "dry-run", "POST", "planned", "1st image", "last image", "ready",
                        "model s (sum)", "batches per job", "warm-up job", "deploy"], rows)
-    print("  POST: POST /jobs round trip (row + job actor created and poked). planned: first poll "
-          "showing 'Rendering scene images (0/N)'.")
+    print("  GET job: one poll's round trip. dry-run: POST /jobs/dry-run (HTTP, auth, validation, "
+          "no row, no actor). POST: POST /jobs (row + job actor created and poked).")
+    print("  planned: first poll showing 'Rendering scene images (0/N)' (POST and the offline "
+          "planner done), seconds after the POST started.")
     print("  1st/last image: database time of the first/last image row after the job row. "
           "model s: the replicas' own pipeline seconds, summed over the job's images")
     print("  (two replicas render at the same time, so their sum can exceed the wall time). "

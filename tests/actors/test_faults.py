@@ -90,3 +90,14 @@ def test_clip_replica_killed_mid_render(alice, local_farm):
     assert kill_replicas(local_farm.app_name, "ClipRenderer") >= 1
     job = wait_for_status(alice, created["id"], "completed", timeout=300)
     assert job["videoUrl"] and job["actualCost"] > 0
+
+
+def test_orphaned_job_is_resumed_by_the_supervisor(alice, local_farm):
+    """An actor that is gone for good (as after a whole-cluster restart) is replaced: the API's
+    supervisor finds the job still processing in the database and starts a new actor."""
+    created = start_job(alice, sceneCount=6, durationSeconds=10, preset=SLOW_PRESET)
+    wait_for(lambda j: j["status"] == "storyboard_processing", alice, created["id"],
+             what="processing")
+    ray.kill(ray.get_actor(actor_name(created["id"]), namespace=ACTOR_NAMESPACE), no_restart=True)
+    job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
+    assert all(s["image_url"] for s in job["storyboard"]["scenes"])

@@ -3,7 +3,10 @@ the tiny preset on CPU, on SQLite + local objects and PostgreSQL + S3."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image, ImageStat
 
 from models.presets import get_preset
 from tests.jobs_helpers import (fetch_image, get_job, renders_per_scene, start_job, wait_for,
@@ -106,3 +109,19 @@ def test_other_users_get_404_on_every_scene_route(alice, bob, farm):
         assert bob.request(method, path, json=body).status_code == 404, (method, path)
     assert get_job(alice, job["id"])["storyboard"]["scenes"][0]["script"] == scene["script"]
 
+
+
+def test_product_shot_uses_the_clients_product_photo(alice, farm):
+    photo = io.BytesIO()
+    Image.new("RGB", (300, 200), (220, 20, 20)).save(photo, format="PNG")
+    asset = alice.post("/api/v3/assets", files={"file": ("can.png", photo.getvalue(), "image/png")},
+                       data={"type": "image"}).json()["data"]
+    created = start_job(alice, sceneCount=3, productImageAssetId=asset["id"])
+    job = wait_for_status(alice, created["id"], "storyboard_ready")
+    by_shot = {s["shotType"]: s for s in job["storyboard"]["scenes"]}
+    assert "product" in by_shot
+    for shot, scene in by_shot.items():
+        _, image = fetch_image(alice, scene["image_url"])
+        red, green, blue = ImageStat.Stat(image.convert("RGB")).mean
+        is_photo = red > 200 and green < 40 and blue < 40
+        assert is_photo == (shot == "product"), shot
