@@ -7,7 +7,7 @@ import asyncio
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from coordinator.auth import TokenVerifier
@@ -15,6 +15,7 @@ from coordinator.body_limit import BodySizeLimit
 from coordinator.db.migrate import upgrade_database
 from coordinator.db.session import make_engine, make_sessionmaker
 from coordinator.envelope import install_error_handlers
+from coordinator.rate_limit import RateLimiter
 from coordinator.routes import assets, campaigns, clients, health, jobs, scenes
 from coordinator.settings import Settings, get_settings
 from coordinator.storage import make_object_store
@@ -51,8 +52,16 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     app.state.object_store = make_object_store(settings)
     app.state.token_verifier = TokenVerifier(settings)
     app.state.job_runner = job_runner
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
 
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def rate_limit_headers(request: Request, call_next):  # noqa: ANN202
+        response = await call_next(request)
+        response.headers.update(getattr(request.state, "rate_limit_headers", {}))
+        return response
+
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -60,7 +69,8 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
         allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Range", "If-None-Match"],
         expose_headers=["Content-Range", "Accept-Ranges", "Content-Length", "ETag",
-                        "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+                        "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+                        "Retry-After"],
     )
 
     app.include_router(health.router)

@@ -73,7 +73,10 @@ async def _current_user(request: Request) -> str:
     if not token:
         raise unauthorized("Missing bearer token")
     verifier: TokenVerifier = request.app.state.token_verifier
-    return await verifier.user_id(token)
+    user = await verifier.user_id(token)
+    # The headers ride on the response (see coordinator.app); a 429 carries them itself.
+    request.state.rate_limit_headers = request.app.state.rate_limiter.hit(user)
+    return user
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     price_composite_per_second: float = Field(default=0.0001, ge=0)
     estimated_composite_seconds_per_scene: float = Field(default=1.0, ge=0)
 
+    # Requests per minute per user (per API replica), spec 002's rate limit.
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+
     # Jobs.
     max_active_jobs_per_user: int = Field(default=3, ge=1)
     render_timeout_seconds: float = Field(default=900.0, gt=0)
