@@ -26,7 +26,7 @@ from coordinator.db.models import Job, Scene
 from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
 from coordinator.planner import PlannedScene, PlannerError, plan_storyboard, replan_scene
-from coordinator.progress import progress, step_percent
+from coordinator.progress import REVIEW_PERCENT, progress, step_percent
 from coordinator.settings import Settings
 from coordinator.storage import ObjectStore, make_object_store
 from models.presets import apply_prompt_template, get_preset
@@ -117,7 +117,7 @@ class JobActor:
             if not pending:
                 return False
             await asyncio.gather(*(self._regenerate(job, scene) for scene in pending))
-            await self.jobs.set_progress(progress("storyboard_ready", 100,
+            await self.jobs.set_progress(progress("storyboard_ready", REVIEW_PERCENT,
                                                   "Storyboard ready for review"))
         elif status == JobStatus.VIDEO_PROCESSING:
             await self._make_video(job)
@@ -154,7 +154,7 @@ class JobActor:
         # All scenes at once: the renderer batches them and Serve spreads them over replicas.
         await asyncio.gather(*(render(scene) for scene in todo))
         await self.jobs.transition(JobStatus.STORYBOARD_READY, progress=progress(
-            "storyboard_ready", 100, "Storyboard ready for review"))
+            "storyboard_ready", REVIEW_PERCENT, "Storyboard ready for review"))
         if (job.advanced or {}).get("autoApprove"):
             await self.jobs.transition(JobStatus.VIDEO_PROCESSING, approved_at=utcnow(),
                                        progress=progress("clip_rendering", step_percent(

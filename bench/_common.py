@@ -140,6 +140,14 @@ def deploy(settings, port: int, *, image_replicas: int = 1, clip_replicas: int =
     return url, time.perf_counter() - started
 
 
+def workers_started() -> int:
+    """Worker processes this Ray has started so far (each writes one core-worker log)."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    return len(list(logs.glob("python-core-worker-*.log")))
+
+
 def undeploy() -> None:
     from ray import serve
 
@@ -186,6 +194,7 @@ class JobRun:
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     job: dict = field(default_factory=dict)
     get_seconds: list[float] = field(default_factory=list)  # each GET /jobs/{id} round trip
+    new_workers: int = 0  # Ray worker processes started between the POST and the end
 
     def first_seen(self, predicate) -> float | None:
         for at, status, message in self.timeline:
@@ -196,6 +205,7 @@ class JobRun:
 
 def run_job(http, body: dict, until: str, poll_s: float = 0.02, timeout_s: float = 170.0) -> JobRun:
     """POST /jobs, then GET /jobs/{id} every ``poll_s`` until the job reaches ``until``."""
+    workers_before = workers_started()
     started = time.perf_counter()
     response = http.post("/jobs", json=body)
     post_seconds = time.perf_counter() - started
@@ -217,7 +227,8 @@ def run_job(http, body: dict, until: str, poll_s: float = 0.02, timeout_s: float
             seen.add(key)
             timeline.append((now, *key))
         if job["status"] == until:
-            return JobRun(job_id, now, post_seconds, polls, timeline, job, get_seconds)
+            return JobRun(job_id, now, post_seconds, polls, timeline, job, get_seconds,
+                          workers_started() - workers_before)
         if job["status"] in TERMINAL:
             raise RuntimeError(f"job {job_id} ended {job['status']}: {job.get('error')} "
                                f"({job.get('errorCode')})")
@@ -262,7 +273,8 @@ def job_scenes(settings, job_id: str) -> tuple[dict, list[dict]]:
                 "FROM jobs "
                 "WHERE id = :job"), {"job": job_id}).one()._mapping)
             scenes = [dict(row._mapping) for row in conn.execute(text(
-                "SELECT id, scene_idx, image_prompt, script, transition, duration_s, version "
+                "SELECT id, scene_idx, image_prompt, script, transition, duration_s, version, "
+                "clip_key "
                 "FROM scenes WHERE job_id = :job ORDER BY scene_idx"), {"job": job_id})]
             return job, scenes
     finally:

@@ -65,8 +65,31 @@ _MARKS = [
 ]
 
 
+def probe_composite_task(settings, job_id: str, idle_s: float = 3.0) -> list[tuple[float, float]]:
+    """Calls the farm's own compositing task on a finished job's clips, from this driver, after
+    ``idle_s`` of idleness (as in a job, where it runs once, after the clips) and then at once
+    again. Returns (round trip, composite seconds the task reports) per call."""
+    import ray
+
+    from actors.composite_task import ClipPlan, composite_task
+    from actors.job_actor import OUTPUT_FPS
+
+    board = storyboard_of(settings, job_id)
+    clips = [ClipPlan(clip_key=s["clip_key"], duration_s=s["duration_s"],
+                      transition=s["transition"], caption=s["script"]) for s in board["scenes"]]
+    width, height = board["output_size"]
+    calls = []
+    for pause in (idle_s, idle_s, 0.0):
+        time.sleep(pause)
+        started = time.perf_counter()
+        output = ray.get(composite_task.remote(settings, clips, board["cta"], width=width,
+                                               height=height, fps=OUTPUT_FPS))
+        calls.append((time.perf_counter() - started, output.seconds))
+    return calls
+
+
 def farm_path(settings, port: int, *, scenes: int, repeats: int, renderer_cpus: float,
-              poll_s: float) -> tuple[list[FarmJob], float, float]:
+              poll_s: float) -> tuple[list[FarmJob], float, float, list[tuple[float, float]]]:
     url, deploy_seconds = bench.deploy(settings, port, image_replicas=1, clip_replicas=1,
                                        renderer_cpus=renderer_cpus)
     with bench.api_client(settings, url) as http:
@@ -93,8 +116,9 @@ def farm_path(settings, port: int, *, scenes: int, repeats: int, renderer_cpus: 
         jobs.append(FarmJob(run, booked["image"], booked["clip"], booked["composite"],
                             {k: v for k, v in phases.items() if v is not None},
                             sorted(r["seconds"] for r in rows if r["kind"] == "clip"), db_marks))
+    probe = probe_composite_task(settings, runs[-1].job_id)
     bench.undeploy()
-    return jobs, warmup.seconds, deploy_seconds
+    return jobs, warmup.seconds, deploy_seconds, probe
 
 
 @dataclass
@@ -214,7 +238,7 @@ def main() -> None:
 
     with bench.ray_cluster(env) as port:
         print(f"[farm] {args.repeats} auto-approved jobs of {args.scenes} scenes ...", flush=True)
-        jobs, warmup_seconds, deploy_seconds = farm_path(
+        jobs, warmup_seconds, deploy_seconds, probe = farm_path(
             settings, port, scenes=args.scenes, repeats=args.repeats,
             renderer_cpus=args.renderer_cpus, poll_s=args.poll_ms / 1000)
         board = storyboard_of(settings, jobs[0].run.job_id)
@@ -262,13 +286,14 @@ def main() -> None:
     print()
     print("Farm phases (medians; polled marks in seconds after the POST started, booked seconds "
           "from render_usage):")
-    headers = ["POST"] + [name for name, _ in _MARKS] + ["image s", "clip s", "composite s"]
+    headers = (["POST"] + [name for name, _ in _MARKS]
+               + ["image s", "clip s", "composite s", "new workers"])
     values = [f"{med([job.run.post_seconds for job in jobs]):.3f}"]
     for name, _ in _MARKS:
         seen = [job.phases[name] for job in jobs if name in job.phases]
         values.append(f"{med(seen):.3f}" if seen else "-")
     values += [f"{med([job.image_s for job in jobs]):.3f}", f"{med([job.clip_s for job in jobs]):.3f}",
-               f"{farm_composite:.3f}"]
+               f"{farm_composite:.3f}", "/".join(str(job.run.new_workers) for job in jobs)]
     bench.print_table(headers, [values])
     marks = ["images", "clips", "composite", "completed"]
     print()
@@ -281,10 +306,18 @@ def main() -> None:
     print(f"Clip seconds booked per scene in one farm job (sorted): "
           f"{', '.join(f'{v:.3f}' for v in clip_rows)}; direct diffusion per clip (1 thread): "
           f"{per_clip_direct:.3f}")
+    print("The compositing task called from this driver on the last job's clips: round trip vs "
+          "the composite seconds it reports")
+    bench.print_table(["call", "round trip", "composite_video", "task overhead"], [
+        [label, f"{trip:.3f}", f"{inner:.3f}", f"{trip - inner:.3f}"]
+        for label, (trip, inner) in zip(("after 3 s idle", "after 3 s idle", "right after"),
+                                        probe)])
+    print()
     print("  planned: 'Rendering scene images (0/N)' first seen; images done: auto-approval seen; "
           "compositing / uploading: those progress messages first seen.")
     print("  image s / clip s: the renderers' own pipeline seconds (clip excludes its H.264 "
           "encode); composite s: composite_video's wall time inside the task.")
+    print("  new workers: Ray worker processes started during each timed job (core-worker logs).")
     print(f"  warm-up job (untimed, first after deploy) {warmup_seconds:.2f} s; deploy "
           f"{deploy_seconds:.1f} s; direct model load {load_seconds:.2f} s excluded; "
           f"polls every {args.poll_ms:g} ms; renderer replicas num_cpus={args.renderer_cpus:g}.")

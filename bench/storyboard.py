@@ -220,11 +220,12 @@ def main() -> None:
             f"{med(result.seconds):.3f}",
             f"{med(result.model_seconds):.3f}",
             " | ".join("+".join(map(str, b)) for b in result.batches),
+            "/".join(str(run.new_workers) for run in result.runs),
             f"{result.warmup_seconds:.2f}",
             f"{result.deploy_seconds:.1f}",
         ])
     bench.print_table(["farm", "GET job", "dry-run", "POST", "planned", "1st image", "last image", "ready",
-                       "model s (sum)", "batches per job", "warm-up job", "deploy"], rows)
+                       "model s (sum)", "batches per job", "new workers", "warm-up job", "deploy"], rows)
     print("  GET job: one poll's round trip. dry-run: POST /jobs/dry-run (HTTP, auth, validation, "
           "no row, no actor). POST: POST /jobs (row + job actor created and poked).")
     print("  planned: first poll showing 'Rendering scene images (0/N)' (POST and the offline "
@@ -232,7 +233,8 @@ def main() -> None:
     print("  1st/last image: database time of the first/last image row after the job row. "
           "model s: the replicas' own pipeline seconds, summed over the job's images")
     print("  (two replicas render at the same time, so their sum can exceed the wall time). "
-          "warm-up job: the untimed first job after deploying (cold worker, first call).")
+          "new workers: Ray worker processes started per job.")
+    print("  warm-up job: the untimed first job after deploying (cold worker, first call).")
     print(f"  direct path: model load {load_seconds:.2f} s excluded; polls every {args.poll_ms:g} "
           f"ms; renderer replicas num_cpus={args.renderer_cpus:g}.")
     print(f"total benchmark wall time {time.perf_counter() - started:.0f} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from coordinator.settings import get_settings
 
@@ -12,7 +13,9 @@ from coordinator.settings import get_settings
 def _serve(args: argparse.Namespace) -> int:
     # `serve run` starts a local Ray (dashboard on :8265) and blocks, serving on 127.0.0.1:8000.
     target = args.config or "serve_app:app"
-    argv = ["serve", "run", target]
+    # The `serve` CLI installed beside this interpreter (the venv's), whatever PATH says.
+    serve_cli = str(Path(sys.executable).parent / "serve")
+    argv = [serve_cli, "run", target]
     if not args.config:
         argv += ["--route-prefix", "/"]
     os.execvp(argv[0], argv)

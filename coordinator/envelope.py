@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,27 @@ class Meta(BaseModel):
     page: int | None = None
     total: int | None = None
 
+    @model_serializer(mode="wrap")
+    def _omit_empty(self, handler):  # noqa: ANN001, ANN202
+        # `page` and `total` belong to lists only; elsewhere they are left out, not null.
+        return {key: value for key, value in handler(self).items() if value is not None}
+
 
 class Envelope(BaseModel, Generic[T]):
-    """The APIResponse envelope. ``page``/``total`` appear on list responses only."""
+    """The APIResponse envelope. ``page``/``total`` appear on list responses only, ``code``
+    on errors only."""
 
     data: T | None = None
     error: str | None = None
     code: str | None = None
     meta: Meta = Field(default_factory=Meta)
+
+    @model_serializer(mode="wrap")
+    def _omit_code_on_success(self, handler):  # noqa: ANN001, ANN202
+        body = handler(self)
+        if body.get("code") is None:
+            body.pop("code", None)
+        return body
 
 
 def ok(data: Any, *, page: int | None = None, total: int | None = None) -> dict[str, Any]:

@@ -12,11 +12,19 @@ STEP_END_PERCENT = {"storyboard_generation": 10, "image_generation": 40, "clip_r
                     "compositing": 95, "uploading": 100}
 
 
+# Stages between the steps, and the step they sit at.
+PAUSES = {"queued": None, "storyboard_ready": "image_generation",
+          "regenerating_scene": "image_generation"}
+# While the storyboard waits for review, the whole job is this far along.
+REVIEW_PERCENT = STEP_END_PERCENT["image_generation"]
+
+
 def progress(stage: str, percent: float, message: str) -> dict[str, Any]:
     body: dict[str, Any] = {"stage": stage, "percent": round(max(0.0, min(100.0, percent)), 1),
                             "message": message, "totalSteps": len(STEPS)}
-    if stage in STEPS:
-        body["currentStep"] = STEPS.index(stage) + 1
+    step = stage if stage in STEPS else PAUSES.get(stage)
+    if step:
+        body["currentStep"] = STEPS.index(step) + 1
     return body
 
 

@@ -19,7 +19,7 @@ from coordinator.db.models import Asset, Job, Scene
 from coordinator.deps import Page
 from coordinator.envelope import APIError
 from coordinator.job_states import PROCESSING, TERMINAL, JobStatus, transition
-from coordinator.progress import progress
+from coordinator.progress import REVIEW_PERCENT, progress
 from coordinator.schemas.jobs import CTA_CARD_SECONDS, AdvancedOptions, JobCreate, SceneUpdate
 from coordinator.settings import Settings
 from models.presets import UnknownPreset, default_preset_name, get_preset
@@ -208,7 +208,7 @@ async def request_regeneration(*, session: AsyncSession, job: Job, scene: Scene,
         await session.rollback()
         raise APIError(409, f"Scene {scene_idx} is already being regenerated", "scene_busy")
     await session.execute(update(Job).where(Job.id == job.id).values(
-        progress=progress("regenerating_scene", 100, f"Regenerating scene {scene_idx}"),
+        progress=progress("regenerating_scene", REVIEW_PERCENT, f"Regenerating scene {scene_idx}"),
         updated_at=utcnow()))
     await session.commit()
     await session.refresh(scene)

@@ -32,7 +32,9 @@ def test_storyboard_ready_with_a_rendered_image_per_scene(alice, farm):
     job = wait_for_status(alice, created["id"], "storyboard_ready")
     scenes = job["storyboard"]["scenes"]
     assert [s["scene_idx"] for s in scenes] == [0, 1, 2]
-    assert job["progress"]["stage"] == "storyboard_ready" and job["progress"]["percent"] == 100
+    # The whole job's progress: the storyboard is done, the video is not.
+    assert job["progress"] == {"stage": "storyboard_ready", "percent": 40.0, "currentStep": 2,
+                               "totalSteps": 5, "message": "Storyboard ready for review"}
     width, height = get_preset("tiny").image_size["9:16"]
     images = set()
     for scene in scenes:

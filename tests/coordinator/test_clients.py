@@ -13,7 +13,8 @@ def test_create_get_list_update_delete(alice):
     assert created["createdAt"].endswith("Z") and created["updatedAt"].endswith("Z")
 
     fetched = alice.get(f"/api/v3/clients/{created['id']}").json()
-    assert fetched["data"] == created and fetched["error"] is None and "timestamp" in fetched["meta"]
+    assert fetched["data"] == created and fetched["error"] is None
+    assert set(fetched) == {"data", "error", "meta"} and set(fetched["meta"]) == {"timestamp"}
 
     updated = alice.put(f"/api/v3/clients/{created['id']}", json={"description": "New copy"})
     assert updated.status_code == 200
