@@ -71,6 +71,13 @@ class ImageRenderer:
                 results[index] = ImageResult(png=buffer.getvalue(), seconds=elapsed / len(indices))
         return results  # type: ignore[return-value]
 
+    def reconfigure(self, user_config: dict) -> None:
+        """Batching knobs from the Serve config's ``user_config`` (no code change to tune)."""
+        if "max_batch_size" in user_config:
+            self._render_batch.set_max_batch_size(int(user_config["max_batch_size"]))
+        if "batch_wait_timeout_s" in user_config:
+            self._render_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
     def check_health(self) -> None:
         if not self._models:
             raise RuntimeError("no image model loaded")

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import ray
+from ray.util import metrics
 
 from actors import steps
 from actors.composite_task import ClipPlan, CompositeOutput, composite_task
@@ -43,6 +44,18 @@ def actor_name(job_id: str) -> str:
     return f"job-{job_id}"
 
 
+_jobs_finished = None
+
+
+def _finished_counter():  # noqa: ANN202
+    # Created lazily inside the actor process (metrics need a connected Ray worker).
+    global _jobs_finished
+    if _jobs_finished is None:
+        _jobs_finished = metrics.Counter("renderfarm_jobs_finished",
+                                         "Jobs that reached a final state", tag_keys=("status",))
+    return _jobs_finished
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class JobActor:
     def __init__(self, job_id: str, settings: Settings, images: Any, clips: Any):
@@ -68,6 +81,7 @@ class JobActor:
         if self._run_task and not self._run_task.done():
             self._run_task.cancel()
             await asyncio.gather(self._run_task, return_exceptions=True)
+        await self._count_outcome()
         self._exit()
 
     async def describe(self) -> dict[str, Any]:
@@ -81,6 +95,11 @@ class JobActor:
         # The job is done or waits for a person: free the worker. ray.kill from inside is the
         # reliable way to end an async actor from a background task.
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+    async def _count_outcome(self) -> None:
+        job = await self.jobs.job()
+        if job is not None and JobStatus(job.status) in TERMINAL:
+            _finished_counter().inc(tags={"status": job.status})
 
     # ---- the workflow -------------------------------------------------------------------
 
@@ -99,6 +118,7 @@ class JobActor:
             log.exception("job %s failed", self.job_id)
             await self.jobs.fail("The render farm hit an internal error; retry the job or "
                                  "contact the operator", "internal_error")
+        await self._count_outcome()
         self._exit()
 
     async def _step(self) -> bool:
