@@ -16,7 +16,7 @@ from coordinator.db.migrate import upgrade_database
 from coordinator.db.session import make_engine, make_sessionmaker
 from coordinator.envelope import install_error_handlers
 from coordinator.rate_limit import RateLimiter
-from coordinator.routes import assets, campaigns, clients, health, jobs, scenes
+from coordinator.routes import assets, campaigns, clients, health, job_events, jobs, scenes
 from coordinator.settings import Settings, get_settings
 from coordinator.storage import make_object_store
 
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     )
 
     app.include_router(health.router)
-    for module in (clients, campaigns, assets, jobs, scenes):
+    for module in (clients, campaigns, assets, jobs, scenes, job_events):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(assets.upload_router, prefix=API_PREFIX)
     app.add_middleware(BodySizeLimit, default_limit=settings.max_json_body_kb * 1024,

@@ -4,6 +4,8 @@ the tiny preset on CPU, on SQLite + local objects and PostgreSQL + S3."""
 from __future__ import annotations
 
 import io
+import json
+import threading
 
 import pytest
 from PIL import Image, ImageStat
@@ -127,3 +129,38 @@ def test_product_shot_uses_the_clients_product_photo(alice, farm):
         red, green, blue = ImageStat.Stat(image.convert("RGB")).mean
         is_photo = red > 200 and green < 40 and blue < 40
         assert is_photo == (shot == "product"), shot
+
+
+def test_progress_stream_to_several_clients(alice, bob, farm):
+    """WS /jobs/{id}/ws pushes each change of the job to every connected client."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    created = start_job(alice, sceneCount=3)
+    url = farm.url.replace("http://", "ws://") + f"/api/v3/jobs/{created['id']}/ws"
+    headers = {"Authorization": f"Bearer {farm.token('alice')}"}
+
+    def watch(sink: list) -> None:
+        with connect(url, additional_headers=headers, open_timeout=30) as socket:
+            for raw in socket:
+                sink.append(json.loads(raw))
+                if sink[-1]["status"] == "storyboard_ready":
+                    return
+
+    streams: list[list] = [[], []]
+    watchers = [threading.Thread(target=watch, args=(sink,)) for sink in streams]
+    for watcher in watchers:
+        watcher.start()
+    for watcher in watchers:
+        watcher.join(timeout=180)
+    for messages in streams:
+        assert messages and messages[-1]["status"] == "storyboard_ready"
+        assert messages[-1]["jobId"] == created["id"]
+        assert messages[-1]["progress"]["stage"] == "storyboard_ready"
+        percents = [m["progress"]["percent"] for m in messages if m["progress"]]
+        assert percents == sorted(percents)  # progress never goes backwards
+    # Someone else's job, or no token: the handshake is refused.
+    for refused_headers in ({"Authorization": f"Bearer {farm.token('bob')}"}, {}):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=refused_headers, open_timeout=30)
+        assert refused.value.response.status_code == 403
