@@ -18,6 +18,7 @@ from actors.image_renderer import ImageRenderer
 from actors.resources import renderer_actor_options
 from coordinator.app import create_app
 from coordinator.settings import Settings, get_settings
+from models.presets import GPU_PRESET, TINY_PRESET
 
 
 @serve.deployment(name="Api", num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -43,6 +44,10 @@ def build_app(settings: Settings, *, image_replicas: int = 1, clip_replicas: int
     upgrade_database(settings)
     models_dir = str(settings.models_dir)
     options = renderer_actor_options(renderer_cpus)
+    if not settings.renderfarm_default_preset:
+        # Decided by where the renderers run, not by whichever node the API lands on.
+        default = GPU_PRESET if options.get("num_gpus") else TINY_PRESET
+        settings = settings.model_copy(update={"renderfarm_default_preset": default})
     images = ImageRenderer.options(num_replicas=image_replicas,
                                    ray_actor_options=options).bind(models_dir)
     clips = ClipRenderer.options(num_replicas=clip_replicas,
@@ -50,11 +55,10 @@ def build_app(settings: Settings, *, image_replicas: int = 1, clip_replicas: int
     return Api.bind(settings, images, clips)
 
 
-def app_builder(args: dict[str, str]) -> Application:
-    """For ``serve run serve_app:app_builder image_replicas=2`` style arguments."""
+def app(args: dict[str, str] | None = None) -> Application:
+    """The application builder ``serve run serve_app:app`` calls (with ``key=value`` arguments
+    such as ``image_replicas=2``). A builder, so importing this module has no side effects."""
+    args = args or {}
     return build_app(get_settings(), image_replicas=int(args.get("image_replicas", 1)),
                      clip_replicas=int(args.get("clip_replicas", 1)),
                      renderer_cpus=float(args.get("renderer_cpus", 1.0)))
-
-
-app = build_app(get_settings())

@@ -16,6 +16,7 @@ from ray.util import metrics
 
 from actors.compositor import encode_frames_to_mp4
 from actors.messages import ClipRequest, ClipResult
+from actors.model_shelf import ModelShelf
 from models.pipelines import ClipModel, load_clip_model
 from models.presets import default_preset_name, get_preset
 
@@ -28,28 +29,19 @@ ENCODE_TIMEOUT_S = 120
 class ClipRenderer:
     def __init__(self, models_dir: str, preload: list[str] | None = None):
         """Loads the default preset's pipeline (and any in ``preload``) before taking traffic."""
-        self.models_dir = Path(models_dir)
-        self._models: dict[str, ClipModel] = {}
+        self.models = ModelShelf[ClipModel](load_clip_model, Path(models_dir), "clip")
         self._clips_rendered = metrics.Counter(
             "renderfarm_clips_rendered", "Scene clips rendered", tag_keys=("preset",))
         self._render_seconds = metrics.Histogram(
             "renderfarm_clip_seconds", "Diffusion time of one clip",
             boundaries=[0.5, 1, 2, 5, 10, 30, 60, 120, 300], tag_keys=("preset",))
         for name in preload or [default_preset_name()]:
-            self._model(name)
-
-    def _model(self, preset_name: str) -> ClipModel:
-        if preset_name not in self._models:
-            started = time.perf_counter()
-            self._models[preset_name] = load_clip_model(get_preset(preset_name), self.models_dir)
-            log.info("loaded clip model of preset %s in %.1fs", preset_name,
-                     time.perf_counter() - started)
-        return self._models[preset_name]
+            self.models.load_now(name)
 
     async def render(self, request: ClipRequest) -> ClipResult:
         """Animate one scene image into a clip of the preset's frame count and fps."""
         preset = get_preset(request.preset)
-        model = self._model(request.preset)
+        model = await self.models.get(request.preset)
         image = Image.open(io.BytesIO(request.image_png)).convert("RGB")
         started = time.perf_counter()
         frames = await asyncio.to_thread(model.render, image, request.seed, request.width,
@@ -61,7 +53,7 @@ class ClipRenderer:
         return ClipResult(mp4=mp4, seconds=elapsed, frames=len(frames), fps=preset.clip.fps)
 
     def check_health(self) -> None:
-        if not self._models:
+        if not self.models:
             raise RuntimeError("no clip model loaded")
 
 

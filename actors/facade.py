@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.job_actor import ACTOR_NAMESPACE, JobActor, actor_name
 from coordinator.db.models import Job, Scene
-from coordinator.job_states import PROCESSING, JobStatus
+from coordinator.job_states import PROCESSING, JobStatus, SceneStatus
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,24 @@ class RayJobRunner:
         self.clips = clips
 
     def _actor(self, job_id: str):  # noqa: ANN202
-        return JobActor.options(name=actor_name(job_id), namespace=ACTOR_NAMESPACE,
-                                lifetime="detached", get_if_exists=True).remote(
-            job_id, self.settings, self.images, self.clips)
+        try:
+            # The common case (the supervisor's rounds): the actor is there; a name lookup.
+            return ray.get_actor(actor_name(job_id), namespace=ACTOR_NAMESPACE)
+        except ValueError:
+            # get_if_exists settles a race between two replicas creating the same actor.
+            return JobActor.options(name=actor_name(job_id), namespace=ACTOR_NAMESPACE,
+                                    lifetime="detached", get_if_exists=True).remote(
+                job_id, self.settings, self.images, self.clips)
 
     async def poke(self, job_id: str) -> None:
-        """Creates the job's actor if needed and has it look at the job's row."""
+        """Creates the job's actor if needed and has it look at the job's row. Never raises:
+        the row is already committed, and the supervisor retries what did not get through."""
+        try:
+            await self._poke(job_id)
+        except Exception:
+            log.exception("job %s: could not reach its actor; the supervisor will retry", job_id)
+
+    async def _poke(self, job_id: str) -> None:
         for attempt in range(3):
             # Looking up or creating a named actor is a blocking call to the cluster.
             handle = await asyncio.to_thread(self._actor, job_id)
@@ -49,21 +61,21 @@ class RayJobRunner:
         log.warning("job %s: could not reach an actor; the supervisor will retry", job_id)
 
     async def cancel(self, job_id: str) -> None:
-        """Stops the job's in-flight work, if an actor is running it."""
+        """Stops the job's in-flight work, if an actor is running it. Never raises: an actor
+        that misses this notices the cancelled row at its next write and stops there."""
         try:
             handle = await asyncio.to_thread(ray.get_actor, actor_name(job_id),
                                              namespace=ACTOR_NAMESPACE)
-        except ValueError:
-            return  # no actor: nothing is in flight
-        try:
             await handle.cancel.remote()
-        except ray.exceptions.RayActorError:
-            pass  # it ended itself, which is what we wanted
+        except (ValueError, ray.exceptions.RayActorError):
+            pass  # no actor, or it ended itself: nothing is in flight
+        except Exception:
+            log.exception("job %s: could not deliver the cancel to its actor", job_id)
 
     async def jobs_needing_an_actor(self, sessions: async_sessionmaker[AsyncSession]) -> list[str]:
         """Jobs in a processing state, and reviewed jobs with a regeneration waiting."""
         async with sessions() as session:
-            regenerating = select(Scene.job_id).where(Scene.status == "regenerating")
+            regenerating = select(Scene.job_id).where(Scene.status == SceneStatus.REGENERATING.value)
             rows = await session.scalars(select(Job.id).where(or_(
                 Job.status.in_([status.value for status in PROCESSING]),
                 (Job.status == JobStatus.STORYBOARD_READY.value) & Job.id.in_(regenerating),

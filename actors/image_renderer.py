@@ -14,8 +14,9 @@ from ray import serve
 from ray.util import metrics
 
 from actors.messages import ImageRequest, ImageResult
+from actors.model_shelf import ModelShelf
 from models.pipelines import ImageModel, load_image_model
-from models.presets import default_preset_name, get_preset
+from models.presets import default_preset_name
 
 log = logging.getLogger(__name__)
 
@@ -24,23 +25,14 @@ log = logging.getLogger(__name__)
 class ImageRenderer:
     def __init__(self, models_dir: str, preload: list[str] | None = None):
         """Loads the default preset's pipeline (and any in ``preload``) before taking traffic."""
-        self.models_dir = Path(models_dir)
-        self._models: dict[str, ImageModel] = {}
+        self.models = ModelShelf[ImageModel](load_image_model, Path(models_dir), "image")
         self._images_rendered = metrics.Counter(
             "renderfarm_images_rendered", "Scene images rendered", tag_keys=("preset",))
         self._render_seconds = metrics.Histogram(
             "renderfarm_image_batch_seconds", "Wall time of one batched image render",
             boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60], tag_keys=("preset",))
         for name in preload or [default_preset_name()]:
-            self._model(name)
-
-    def _model(self, preset_name: str) -> ImageModel:
-        if preset_name not in self._models:
-            started = time.perf_counter()
-            self._models[preset_name] = load_image_model(get_preset(preset_name), self.models_dir)
-            log.info("loaded image model of preset %s in %.1fs", preset_name,
-                     time.perf_counter() - started)
-        return self._models[preset_name]
+            self.models.load_now(name)
 
     async def render(self, request: ImageRequest) -> ImageResult:
         """One scene image. Concurrent calls are batched (see ``_render_batch``)."""
@@ -55,7 +47,7 @@ class ImageRenderer:
             groups[(request.preset, request.width, request.height,
                     request.negative_prompt)].append(index)
         for (preset, width, height, negative), indices in groups.items():
-            model = self._model(preset)
+            model = await self.models.get(preset)
             started = time.perf_counter()
             # The pipeline call blocks for the whole denoising loop: keep it off the event loop
             # so health checks and new requests are still answered.
@@ -79,5 +71,5 @@ class ImageRenderer:
             self._render_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 
     def check_health(self) -> None:
-        if not self._models:
+        if not self.models:
             raise RuntimeError("no image model loaded")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable, Coroutine, Iterable
 
 import ray
 from ray.util import metrics
@@ -24,7 +24,7 @@ from actors.messages import ClipRequest, ImageRequest
 from coordinator import pricing
 from coordinator.db.base import utcnow
 from coordinator.db.models import Job, Scene
-from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus
+from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus, SceneStatus
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
 from coordinator.planner import PlannedScene, PlannerError, plan_storyboard, replan_scene
 from coordinator.progress import REVIEW_PERCENT, progress, step_percent
@@ -67,6 +67,9 @@ class JobActor:
         self.jobs = JobStore(settings, job_id)
         self.objects: ObjectStore = make_object_store(settings)
         self._run_task: asyncio.Task | None = None
+        # Scenes finish concurrently; progress writes go one at a time and never backwards.
+        self._progress_lock = asyncio.Lock()
+        self._reported_percent = 0.0
         self._start()
 
     # ---- signals and queries ------------------------------------------------------------
@@ -104,22 +107,28 @@ class JobActor:
     # ---- the workflow -------------------------------------------------------------------
 
     async def _run(self) -> None:
+        cancelled = False
         try:
             while await self._step():
                 pass
         except asyncio.CancelledError:
+            cancelled = True  # cancel() counts the outcome and ends the actor
             raise
-        except IllegalTransition as exc:
-            # Someone else (a cancel) moved the job first: their state stands.
-            log.info("job %s: %s", self.job_id, exc.message)
-        except steps.StepFailed as exc:
-            await self.jobs.fail(exc.message, exc.code)
+        except (IllegalTransition, steps.JobEnded) as exc:
+            # Someone else (a cancel) ended or moved the job first: their state stands.
+            log.info("job %s: stopped: %s", self.job_id, exc)
+        except steps.StepFailed as failure:
+            await self.jobs.fail(failure.message, failure.code)
         except Exception:
             log.exception("job %s failed", self.job_id)
             await self.jobs.fail("The render farm hit an internal error; retry the job or "
                                  "contact the operator", "internal_error")
-        await self._count_outcome()
-        self._exit()
+        finally:
+            if not cancelled:
+                try:
+                    await self._count_outcome()
+                finally:
+                    self._exit()
 
     async def _step(self) -> bool:
         """Does the next due piece of work; False when nothing is due."""
@@ -133,15 +142,36 @@ class JobActor:
         elif status == JobStatus.STORYBOARD_PROCESSING:
             await self._make_storyboard(job)
         elif status == JobStatus.STORYBOARD_READY:
-            pending = [s for s in await self.jobs.scenes() if s.status == "regenerating"]
+            pending = [s for s in await self.jobs.scenes() if s.status == SceneStatus.REGENERATING.value]
             if not pending:
                 return False
-            await asyncio.gather(*(self._regenerate(job, scene) for scene in pending))
+            await _all_at_once(self._regenerate(job, scene) for scene in pending)
             await self.jobs.set_progress(progress("storyboard_ready", REVIEW_PERCENT,
                                                   "Storyboard ready for review"))
         elif status == JobStatus.VIDEO_PROCESSING:
             await self._make_video(job)
         return True
+
+    async def _fan_out(self, stage: str, label: str, total: int, todo: list[Scene],
+                       work: Callable[[Scene], Awaitable[None]]) -> None:
+        """Runs ``work`` for every scene in ``todo`` concurrently, reporting progress as each
+        lands; the first failure cancels the others (their renderer requests included)."""
+        done = total - len(todo)
+        await self._report(stage, done, total, label)
+
+        async def one(scene: Scene) -> None:
+            nonlocal done
+            await work(scene)
+            done += 1
+            await self._report(stage, done, total, label)
+
+        await _all_at_once(one(scene) for scene in todo)
+
+    async def _report(self, stage: str, done: int, total: int, label: str) -> None:
+        async with self._progress_lock:
+            percent = max(step_percent(stage, done, total), self._reported_percent)
+            self._reported_percent = percent
+            await self.jobs.set_progress(progress(stage, percent, f"{label} ({done}/{total})"))
 
     # ---- storyboard ---------------------------------------------------------------------
 
@@ -158,21 +188,9 @@ class JobActor:
                 job.owner_id, plan.storyboard.scenes,
                 planner_cost=pricing.llm_cost(self.settings, tokens))
         todo = [s for s in scenes if s.image_key is None or s.image_version != s.version]
-        done = len(scenes) - len(todo)
-        await self.jobs.set_progress(progress(
-            "image_generation", step_percent("image_generation", done, len(scenes)),
-            f"Rendering scene images ({done}/{len(scenes)})"))
-        counter = {"done": done}
-
-        async def render(scene: Scene) -> None:
-            await self._render_image(job, scene, version=scene.version)
-            counter["done"] += 1
-            await self.jobs.set_progress(progress(
-                "image_generation", step_percent("image_generation", counter["done"], len(scenes)),
-                f"Rendering scene images ({counter['done']}/{len(scenes)})"))
-
         # All scenes at once: the renderer batches them and Serve spreads them over replicas.
-        await asyncio.gather(*(render(scene) for scene in todo))
+        await self._fan_out("image_generation", "Rendering scene images", len(scenes), todo,
+                            lambda scene: self._render_image(job, scene, version=scene.version))
         await self.jobs.transition(JobStatus.STORYBOARD_READY, progress=progress(
             "storyboard_ready", REVIEW_PERCENT, "Storyboard ready for review"))
         if (job.advanced or {}).get("autoApprove"):
@@ -189,7 +207,8 @@ class JobActor:
         if product_asset and shot_type == "product":
             # The product shot shows the client's real product photo, not an invention.
             png = await asyncio.to_thread(steps.product_image_png, self.objects,
-                                          await self.jobs.asset_key(product_asset), width, height)
+                                          await self.jobs.asset_key(product_asset, job.owner_id),
+                                          width, height)
             seconds = 0.0
         else:
             brief = steps.planning_brief(job)
@@ -207,7 +226,10 @@ class JobActor:
         stored = await self.jobs.record_image(
             scene.id, key=key, version=version, seconds=seconds,
             cost=pricing.image_cost(self.settings, seconds), text=text)
-        if stored and scene.image_key and scene.image_key != key:
+        if not stored:  # the job ended meanwhile: keep nothing it no longer refers to
+            await asyncio.to_thread(self.objects.delete, key)
+            raise steps.JobEnded(job.id)
+        if scene.image_key and scene.image_key != key:
             await asyncio.to_thread(self.objects.delete, scene.image_key)  # the replaced image
 
     async def _regenerate(self, job: Job, scene: Scene) -> None:
@@ -238,20 +260,8 @@ class JobActor:
         if not scenes:
             raise steps.StepFailed("The storyboard has no scenes to render", "no_scenes")
         todo = [s for s in scenes if s.clip_key is None or s.clip_version != s.version]
-        counter = {"done": len(scenes) - len(todo)}
-
-        async def set_clip_progress() -> None:
-            await self.jobs.set_progress(progress(
-                "clip_rendering", step_percent("clip_rendering", counter["done"], len(scenes)),
-                f"Rendering scene clips ({counter['done']}/{len(scenes)})"))
-
-        async def render(scene: Scene) -> None:
-            await self._render_clip(job, scene)
-            counter["done"] += 1
-            await set_clip_progress()
-
-        await set_clip_progress()
-        await asyncio.gather(*(render(scene) for scene in todo))
+        await self._fan_out("clip_rendering", "Rendering scene clips", len(scenes), todo,
+                            lambda scene: self._render_clip(job, scene))
         await self._composite_and_deliver(job)
 
     async def _render_clip(self, job: Job, scene: Scene) -> None:
@@ -266,9 +276,12 @@ class JobActor:
                                            timeout_s=self.settings.render_timeout_seconds)
         key = steps.scene_clip_key(job.id, scene.id, scene.version)
         await asyncio.to_thread(self.objects.put_bytes, key, result.mp4, "video/mp4")
-        await self.jobs.record_clip(scene.id, key=key, version=scene.version,
-                                    seconds=result.seconds,
-                                    cost=pricing.clip_cost(self.settings, result.seconds))
+        stored = await self.jobs.record_clip(scene.id, key=key, version=scene.version,
+                                             seconds=result.seconds,
+                                             cost=pricing.clip_cost(self.settings, result.seconds))
+        if not stored:
+            await asyncio.to_thread(self.objects.delete, key)
+            raise steps.JobEnded(job.id)
 
     async def _composite_and_deliver(self, job: Job) -> None:
         scenes = await self.jobs.scenes()
@@ -308,6 +321,17 @@ class JobActor:
             for key in keys:
                 await asyncio.to_thread(self.objects.delete, key)
             raise
+
+
+async def _all_at_once(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Awaits all; on the first failure the rest are cancelled and that failure is raised
+    as itself (not wrapped in an ExceptionGroup), so callers can tell failures apart."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
 
 
 def _call_to_action(job: Job) -> CallToActionCard:

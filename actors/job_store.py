@@ -10,10 +10,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.base import utcnow
-from actors.steps import StepFailed
+from actors.steps import JobEnded, StepFailed
 from coordinator.db.models import Asset, Job, RenderUsage, Scene
 from coordinator.db.session import make_engine, make_sessionmaker
-from coordinator.job_states import TERMINAL, JobStatus, transition
+from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus, SceneStatus, transition
 from coordinator.planner import PlannedScene
 from coordinator.settings import Settings
 
@@ -23,7 +23,9 @@ _TERMINAL_VALUES = [status.value for status in TERMINAL]
 class JobStore:
     def __init__(self, settings: Settings, job_id: str):
         self.job_id = job_id
-        self.engine = make_engine(settings)
+        # Scenes render concurrently, but their writes are short: a small pool suffices, and
+        # keeps many concurrent jobs within PostgreSQL's connection limit.
+        self.engine = make_engine(settings, pool_size=2)
         self.sessions = make_sessionmaker(self.engine)
 
     async def close(self) -> None:
@@ -39,10 +41,11 @@ class JobStore:
                                          .order_by(Scene.scene_idx))
             return list(rows.all())
 
-    async def asset_key(self, asset_id: str) -> str:
+    async def asset_key(self, asset_id: str, owner: str) -> str:
         """Where an asset the job refers to (its product image) is stored."""
         async with self.sessions() as session:
-            key = await session.scalar(select(Asset.storage_key).where(Asset.id == asset_id))
+            key = await session.scalar(select(Asset.storage_key).where(
+                Asset.id == asset_id, Asset.owner_id == owner))
         if key is None:
             raise StepFailed("The product image asset was deleted; upload it again and retry",
                              "asset_missing")
@@ -59,11 +62,14 @@ class JobStore:
             return await transition(session, job, target, **changes)
 
     async def set_progress(self, progress: dict[str, Any]) -> None:
+        """Raises ``JobEnded`` when the job ended meanwhile (a cancel): the work stops there."""
         async with self.sessions() as session:
-            await session.execute(update(Job).where(
+            result = await session.execute(update(Job).where(
                 Job.id == self.job_id, Job.status.not_in(_TERMINAL_VALUES)).values(
                 progress=progress, updated_at=utcnow()))
             await session.commit()
+        if result.rowcount != 1:
+            raise JobEnded(self.job_id)
 
     async def fail(self, message: str, code: str) -> None:
         """Ends the job as ``failed`` unless it already ended (e.g. was cancelled)."""
@@ -71,8 +77,11 @@ class JobStore:
             job = await session.get(Job, self.job_id)
             if job is None or JobStatus(job.status) in TERMINAL:
                 return
-            await transition(session, job, JobStatus.FAILED, error=message, error_code=code,
-                             progress={**(job.progress or {}), "message": message})
+            try:
+                await transition(session, job, JobStatus.FAILED, error=message, error_code=code,
+                                 progress={**(job.progress or {}), "message": message})
+            except IllegalTransition:
+                pass  # a cancel won the race; its state stands
 
     async def save_storyboard(self, owner: str, planned: list[PlannedScene], *,
                               planner_cost: float) -> list[Scene]:
@@ -99,7 +108,7 @@ class JobStore:
             if not await self._job_is_live(session):
                 return False
             await session.execute(update(Scene).where(Scene.id == scene_id).values(
-                image_key=key, image_version=version, version=version, status="image_ready",
+                image_key=key, image_version=version, version=version, status=SceneStatus.IMAGE_READY.value,
                 regenerate_feedback=None, error=None, updated_at=utcnow(), **(text or {})))
             session.add(RenderUsage(job_id=self.job_id, scene_id=scene_id, kind="image",
                                     seconds=seconds, cost=cost))
@@ -113,7 +122,7 @@ class JobStore:
             if not await self._job_is_live(session):
                 return False
             await session.execute(update(Scene).where(Scene.id == scene_id).values(
-                clip_key=key, clip_version=version, status="clip_ready", updated_at=utcnow()))
+                clip_key=key, clip_version=version, status=SceneStatus.CLIP_READY.value, updated_at=utcnow()))
             session.add(RenderUsage(job_id=self.job_id, scene_id=scene_id, kind="clip",
                                     seconds=seconds, cost=cost))
             await session.commit()
@@ -127,7 +136,7 @@ class JobStore:
     async def mark_scene_failed(self, scene_id: str, message: str) -> None:
         async with self.sessions() as session:
             await session.execute(update(Scene).where(Scene.id == scene_id).values(
-                status="failed", error=message, regenerate_feedback=None, updated_at=utcnow()))
+                status=SceneStatus.FAILED.value, error=message, regenerate_feedback=None, updated_at=utcnow()))
             await session.commit()
 
     async def actual_cost(self) -> float:

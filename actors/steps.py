@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import io
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import ray.exceptions
 from PIL import Image, ImageOps
@@ -30,6 +30,10 @@ _RETRYABLE = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
               ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError,
               serve_exceptions.BackPressureError, serve_exceptions.DeploymentUnavailableError)
 _RETRYABLE_NAMES = {"ReplicaUnavailableError", "ActorUnavailableError", "ActorDiedError"}
+
+
+class JobEnded(Exception):
+    """The job reached a final state behind the actor's back (a cancel): stop quietly."""
 
 
 class StepFailed(Exception):
@@ -116,16 +120,23 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, _RETRYABLE) or type(exc).__name__ in _RETRYABLE_NAMES
 
 
-async def call_renderer(call: Callable[[], Awaitable[T]], what: str,
-                        attempts: int = RENDER_ATTEMPTS, timeout_s: float = 900.0) -> T:
-    """Awaits a renderer call, retrying when the replica serving it died (Serve restarts it or
-    routes to another). A failure of the request itself is raised as ``StepFailed``."""
+async def call_renderer(call: Callable[[], Any], what: str,
+                        attempts: int = RENDER_ATTEMPTS, timeout_s: float = 900.0) -> Any:
+    """Awaits a renderer call (a ``DeploymentResponse``), retrying when the replica serving it
+    died (Serve restarts it or routes to another). A failure of the request itself is raised
+    as ``StepFailed``. When the caller is cancelled or the call times out, the request is
+    cancelled on the replica too, so no GPU keeps working for a job that stopped waiting."""
     delay = 0.5
     for attempt in range(1, attempts + 1):
+        response = call()
         try:
-            return await asyncio.wait_for(call(), timeout=timeout_s)
+            return await asyncio.wait_for(_result(response), timeout=timeout_s)
         except asyncio.TimeoutError:
+            response.cancel()
             raise StepFailed(f"{what} took longer than {timeout_s:.0f} s", "render_timeout") from None
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
         except Exception as exc:  # sorted below: retry the machinery's failures only
             if not is_retryable(exc) or attempt == attempts:
                 log.warning("%s failed: %r", what, exc)
@@ -135,6 +146,10 @@ async def call_renderer(call: Callable[[], Awaitable[T]], what: str,
             await asyncio.sleep(delay)
             delay = min(delay * 2, 8.0)
     raise AssertionError("unreachable")
+
+
+async def _result(response: Any) -> Any:
+    return await response
 
 
 def _reason(exc: BaseException) -> str:

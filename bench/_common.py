@@ -15,10 +15,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
@@ -26,6 +28,8 @@ if str(PROJECT_ROOT) not in sys.path:  # run as `python bench/x.py` from anywher
 
 TERMINAL = {"completed", "failed", "cancelled"}
 APP_NAME = "bench"
+# How often run_job samples a CpuMeter while polling.
+SAMPLE_EVERY_S = float(os.environ.get("RENDERFARM_BENCH_CPU_SAMPLE_S", "0.2"))
 
 
 # ---- environment ----------------------------------------------------------------------------
@@ -203,8 +207,127 @@ class JobRun:
         return None
 
 
-def run_job(http, body: dict, until: str, poll_s: float = 0.02, timeout_s: float = 170.0) -> JobRun:
-    """POST /jobs, then GET /jobs/{id} every ``poll_s`` until the job reaches ``until``."""
+class CpuMeter:
+    """CPU seconds per part of the farm over a window, read from /proc through psutil.
+
+    Ray names its worker processes after what they run (``ray::ServeReplica:bench:Api``,
+    ``ray::JobActor``, ``ray::composite_task``, ``ray::IDLE``), so a process's CPU time is
+    booked to the part it was last seen running (a worker that ran the compositing task stays
+    booked to it when it goes idle). Short-lived processes (each job's actor)
+    are caught by sampling during the job; what exits between two samples shows up only in
+    the machine's total, as "not attributed"."""
+
+    # Matched, in order, against a Ray process's title (Ray renames workers after what they run).
+    PARTS = (("ServeReplica:bench:Api", "API replica"),
+             ("ImageRenderer", "image renderer replicas"),
+             ("ClipRenderer", "clip renderer replica"),
+             ("ProxyActor", "Serve HTTP proxy"),
+             ("ServeController", "Serve controller"),
+             ("JobActor", "job actor"),
+             ("composite_task", "compositing task"),
+             ("Agent", "Ray core (raylet, GCS, agents)"))
+    WORKER = "other Ray workers (idle, starting)"
+    GENERIC = (WORKER,)
+    CORE = "Ray core (raylet, GCS, agents)"
+    OUTSIDE = "outside this benchmark (other processes on the machine)"
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._me = os.getpid()
+        self._baseline: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._machine_start = 0.0
+        self._wall_start = 0.0
+        self.samples = 0
+
+    def _machine_busy(self) -> float:
+        times = self._psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def _part(self, proc) -> str | None:
+        if proc.pid == self._me:
+            return "driver (this script: HTTP client, poller)"
+        try:
+            argv = proc.cmdline()
+        except self._psutil.Error:
+            return None
+        title = argv[0] if argv else ""
+        if title.startswith("ray::"):
+            return next((part for needle, part in self.PARTS if needle in title), self.WORKER)
+        if any("default_worker.py" in arg for arg in argv[1:3]):
+            return self.WORKER  # a worker process still starting
+        if "ffmpeg" in title:
+            return "ffmpeg processes (clip encodes, compositing)"
+        return self.CORE
+
+    def sample(self, first: bool = False) -> None:
+        """Reads the CPU time of every process. This process and everything it started (the
+        local Ray: its children and grandchildren) are booked by part; anything else on the
+        machine (e.g. another Ray cluster) is booked as outside this benchmark."""
+        self.samples += 1
+        try:
+            me = self._psutil.Process(self._me)
+            ours = {proc.pid: proc for proc in [me, *me.children(recursive=True)]}
+        except self._psutil.Error:
+            return
+        for proc in self._psutil.process_iter():
+            part = self._part(ours[proc.pid]) if proc.pid in ours else self.OUTSIDE
+            if part is None:
+                continue
+            try:
+                cpu = sum(proc.cpu_times()[:2])
+            except self._psutil.Error:
+                continue
+            if first:
+                self._baseline[proc.pid] = cpu
+            known = self._last.get(proc.pid)
+            if part in self.GENERIC and known and known[0] not in self.GENERIC:
+                part = known[0]  # a job actor's or task's worker keeps its name once idle
+            self._last[proc.pid] = (part, cpu)
+
+    def start(self) -> None:
+        self._wall_start = time.perf_counter()
+        self._machine_start = self._machine_busy()
+        self.sample(first=True)
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per part since ``start`` (plus "machine total" and "wall")."""
+        self.sample()
+        totals: dict[str, float] = {}
+        for pid, (part, cpu) in self._last.items():
+            totals[part] = totals.get(part, 0.0) + cpu - self._baseline.get(pid, 0.0)
+        totals["machine total"] = self._machine_busy() - self._machine_start
+        totals["wall"] = time.perf_counter() - self._wall_start
+        return totals
+
+
+def cpu_meter() -> CpuMeter | None:
+    try:
+        return CpuMeter()
+    except ImportError:  # psutil comes with Ray's dependencies, but do without it if absent
+        return None
+
+
+def print_cpu(totals: dict[str, float], jobs: int) -> None:
+    machine, wall = totals.pop("machine total"), totals.pop("wall")
+    attributed = sum(totals.values())
+    outside = totals.pop(CpuMeter.OUTSIDE, 0.0)
+    rows = [[part, f"{seconds / jobs:.3f}", f"{seconds / machine:.0%}"]
+            for part, seconds in sorted(totals.items(), key=lambda item: -item[1])]
+    rows.append([CpuMeter.OUTSIDE, f"{outside / jobs:.3f}", f"{outside / machine:.0%}"])
+    rows.append(["not attributed (processes that exited between samples, kernel)",
+                 f"{(machine - attributed) / jobs:.3f}", f"{(machine - attributed) / machine:.0%}"])
+    rows.append(["machine total", f"{machine / jobs:.3f}",
+                 f"{machine / wall:.2f} of {os.cpu_count()} cores busy"])
+    print_table(["part", "CPU s per job", "share"], rows)
+
+
+def run_job(http, body: dict, until: str, poll_s: float = 0.02, timeout_s: float = 170.0,
+            meter: CpuMeter | None = None) -> JobRun:
+    """POST /jobs, then GET /jobs/{id} every ``poll_s`` until the job reaches ``until``
+    (sampling ``meter`` every ~0.2 s on the way)."""
     workers_before = workers_started()
     started = time.perf_counter()
     response = http.post("/jobs", json=body)
@@ -226,6 +349,8 @@ def run_job(http, body: dict, until: str, poll_s: float = 0.02, timeout_s: float
         if key not in seen:
             seen.add(key)
             timeline.append((now, *key))
+        if meter is not None and polls % max(1, round(SAMPLE_EVERY_S / poll_s)) == 0:
+            meter.sample()
         if job["status"] == until:
             return JobRun(job_id, now, post_seconds, polls, timeline, job, get_seconds,
                           workers_started() - workers_before)
@@ -254,10 +379,8 @@ def ledger(settings, job_id: str) -> list[dict]:
         engine.dispose()
 
 
-def when(value) -> "datetime":  # noqa: ANN001
+def when(value: Any) -> datetime:
     """A timestamp column as a datetime (SQLite hands back text through raw SQL)."""
-    from datetime import datetime
-
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
@@ -279,6 +402,32 @@ def job_scenes(settings, job_id: str) -> tuple[dict, list[dict]]:
             return job, scenes
     finally:
         engine.dispose()
+
+
+def time_progress_writes(settings, job_id: str, count: int = 20) -> list[float]:
+    """Seconds of the job actor's own progress write (``JobStore.set_progress``: one session,
+    one UPDATE, one commit), called from here on a job at rest. The actor does this once per
+    scene image and once per clip, next to ``record_image`` / ``record_clip`` (one more
+    transaction each)."""
+    import asyncio
+
+    from actors.job_store import JobStore
+    from coordinator.progress import progress
+
+    async def measure() -> list[float]:
+        store = JobStore(settings, job_id)
+        body = progress("storyboard_ready", 100, "Storyboard ready for review")
+        times = []
+        try:
+            for _ in range(count):
+                started = time.perf_counter()
+                await store.set_progress(body)
+                times.append(time.perf_counter() - started)
+        finally:
+            await store.close()
+        return times
+
+    return asyncio.run(measure())
 
 
 # ---- numbers --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ It prints farm/direct, the phases of each path, and the share of compositing: in
 total, and in the farm (the ``composite`` row of ``render_usage``, i.e. ffmpeg's wall time in
 the task, and the polled window from "Compositing the clips" to "Uploading the video").
 
-    .venv/bin/python bench/end_to_end.py [--scenes 3] [--repeats 3]
+    .venv/bin/python bench/end_to_end.py [--scenes 3] [--repeats 5]
 
 Self-contained: a private local Ray (2 CPUs) and a temporary RENDERFARM_HOME, both removed at
 the end. Timings only, never assertions.
@@ -38,7 +38,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as bench  # noqa: E402
+import _common as bench
 
 
 @dataclass
@@ -89,14 +89,20 @@ def probe_composite_task(settings, job_id: str, idle_s: float = 3.0) -> list[tup
 
 
 def farm_path(settings, port: int, *, scenes: int, repeats: int, renderer_cpus: float,
-              poll_s: float) -> tuple[list[FarmJob], float, float, list[tuple[float, float]]]:
+              poll_s: float) -> tuple[list[FarmJob], float, float, list[tuple[float, float]],
+                                   dict[str, float] | None]:
     url, deploy_seconds = bench.deploy(settings, port, image_replicas=1, clip_replicas=1,
                                        renderer_cpus=renderer_cpus)
     with bench.api_client(settings, url) as http:
         client_id = bench.create_client(http)
         body = bench.job_body(client_id, scenes, autoApprove=True)
         warmup = bench.run_job(http, body, "completed", poll_s=poll_s)
-        runs = [bench.run_job(http, body, "completed", poll_s=poll_s) for _ in range(repeats)]
+        meter = bench.cpu_meter()
+        if meter:
+            meter.start()
+        runs = [bench.run_job(http, body, "completed", poll_s=poll_s, meter=meter)
+                for _ in range(repeats)]
+        cpu = meter.stop() if meter else None
     jobs = []
     for run in runs:
         rows = bench.ledger(settings, run.job_id)
@@ -106,19 +112,18 @@ def farm_path(settings, port: int, *, scenes: int, repeats: int, renderer_cpus: 
         job, _ = bench.job_scenes(settings, run.job_id)
         created = bench.when(job["created_at"])
 
-        def last(kind: str) -> float:
-            return max((bench.when(r["created_at"]) - created).total_seconds()
-                       for r in rows if r["kind"] == kind)
-
-        db_marks = {"images": last("image"), "clips": last("clip"),
-                    "composite": last("composite"),
+        last = {kind: max((bench.when(r["created_at"]) - created).total_seconds()
+                          for r in rows if r["kind"] == kind)
+                for kind in ("image", "clip", "composite")}
+        db_marks = {"images": last["image"], "clips": last["clip"],
+                    "composite": last["composite"],
                     "completed": (bench.when(job["updated_at"]) - created).total_seconds()}
         jobs.append(FarmJob(run, booked["image"], booked["clip"], booked["composite"],
                             {k: v for k, v in phases.items() if v is not None},
                             sorted(r["seconds"] for r in rows if r["kind"] == "clip"), db_marks))
     probe = probe_composite_task(settings, runs[-1].job_id)
     bench.undeploy()
-    return jobs, warmup.seconds, deploy_seconds, probe
+    return jobs, warmup.seconds, deploy_seconds, probe, cpu
 
 
 @dataclass
@@ -210,7 +215,7 @@ def _median_run(runs: list[DirectRun]) -> DirectRun:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", type=int, default=3, help="scenes per job, 1..12 (default 3)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per path (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per path (default 5)")
     parser.add_argument("--renderer-cpus", type=float, default=0.5,
                         help="num_cpus of each renderer replica (default 0.5: the image and clip "
                              "replicas plus the 1-CPU compositing task must fit in 2 CPUs)")
@@ -238,7 +243,7 @@ def main() -> None:
 
     with bench.ray_cluster(env) as port:
         print(f"[farm] {args.repeats} auto-approved jobs of {args.scenes} scenes ...", flush=True)
-        jobs, warmup_seconds, deploy_seconds, probe = farm_path(
+        jobs, warmup_seconds, deploy_seconds, probe, cpu = farm_path(
             settings, port, scenes=args.scenes, repeats=args.repeats,
             renderer_cpus=args.renderer_cpus, poll_s=args.poll_ms / 1000)
         board = storyboard_of(settings, jobs[0].run.job_id)
@@ -314,14 +319,20 @@ def main() -> None:
                                         probe)])
     print()
     print("  planned: 'Rendering scene images (0/N)' first seen; images done: auto-approval seen; "
-          "compositing / uploading: those progress messages first seen.")
+          "compositing / uploading: those progress messages first seen")
+    print("  ('-': never seen, i.e. shorter than one poll).")
     print("  image s / clip s: the renderers' own pipeline seconds (clip excludes its H.264 "
           "encode); composite s: composite_video's wall time inside the task.")
     print("  new workers: Ray worker processes started during each timed job (core-worker logs).")
     print(f"  warm-up job (untimed, first after deploy) {warmup_seconds:.2f} s; deploy "
           f"{deploy_seconds:.1f} s; direct model load {load_seconds:.2f} s excluded; "
           f"polls every {args.poll_ms:g} ms; renderer replicas num_cpus={args.renderer_cpus:g}.")
-    print(f"total benchmark wall time {time.perf_counter() - started:.0f} s")
+    if cpu:
+        print()
+        print(f"CPU per job by part, farm (over the {args.repeats} timed jobs, polling included):")
+        bench.print_cpu(dict(cpu), args.repeats)
+    print(f"total benchmark wall time {time.perf_counter() - started:.0f} s; load average now "
+          f"{bench.load_average()}")
 
 
 if __name__ == "__main__":

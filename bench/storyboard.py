@@ -3,7 +3,7 @@
 One run measures, side by side on the same machine and in the same minute:
 
 (a) farm, 1 image replica: POST /jobs (N scenes, tiny preset) over HTTP, then GET /jobs/{id}
-    every ~20 ms until ``storyboard_ready``; R timed jobs after one untimed warm-up job,
+    every ~20 ms until ``storyboard_ready``; R timed jobs (default 5) after one untimed warm-up job,
     median reported. Everything the service does is inside: HTTP and auth, the job row, the job
     actor (a new Ray worker per job), the offline planner, the renderer calls through Serve
     (batched up to 4, 20 ms batch window), PNG encoding, the object store and the database
@@ -18,7 +18,7 @@ One run measures, side by side on the same machine and in the same minute:
 It prints the seconds of each path, per-image time, farm/direct and 2-replica/1-replica
 ratios, and an attribution of the farm time from the job's own ledger (``render_usage``).
 
-    .venv/bin/python bench/storyboard.py [--scenes 8] [--repeats 3]
+    .venv/bin/python bench/storyboard.py [--scenes 8] [--repeats 5]
 
 Self-contained: a private local Ray (2 CPUs) and a temporary RENDERFARM_HOME, both removed at
 the end. Timings only, never assertions.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as bench  # noqa: E402
+import _common as bench
 
 ASPECT = "16:9"
 
@@ -53,10 +53,17 @@ class FarmResult:
     last_image: list[float]           # job row created -> last image row written (database)
     dry_run: float = 0.0              # median POST /jobs/dry-run round trip
     get_job: float = 0.0              # median GET /jobs/{id} round trip while polling
+    db_write: float = 0.0             # median JobStore.set_progress (one commit), seconds
+    cpu: dict[str, float] | None = None  # CPU seconds per part over the timed jobs
 
     @property
     def seconds(self) -> list[float]:
         return [run.seconds for run in self.runs]
+
+    @property
+    def render_phase(self) -> list[float]:
+        """Planned -> storyboard_ready: the part of a job more replicas can shorten."""
+        return [run.seconds - planned for run, planned in zip(self.runs, self.planner_done)]
 
 
 def _batch_sizes(rows: list[dict]) -> list[int]:
@@ -76,11 +83,15 @@ def farm_path(settings, port: int, *, replicas: int, scenes: int, repeats: int,
         client_id = bench.create_client(http)
         body = bench.job_body(client_id, scenes)
         warmup = bench.run_job(http, body, "storyboard_ready", poll_s=poll_s)
-        runs = [bench.run_job(http, body, "storyboard_ready", poll_s=poll_s)
+        meter = bench.cpu_meter()
+        if meter:
+            meter.start()
+        runs = [bench.run_job(http, body, "storyboard_ready", poll_s=poll_s, meter=meter)
                 for _ in range(repeats)]
+        cpu = meter.stop() if meter else None
         dry_run = bench.median(bench.time_dry_runs(http, body))
     result = FarmResult(replicas, deploy_seconds, warmup.seconds, runs, [], [], [], [], [],
-                        dry_run=dry_run,
+                        dry_run=dry_run, cpu=cpu,
                         get_job=bench.median([s for run in runs for s in run.get_seconds]))
     for run in runs:
         rows = [row for row in bench.ledger(settings, run.job_id) if row["kind"] == "image"]
@@ -93,6 +104,7 @@ def farm_path(settings, port: int, *, replicas: int, scenes: int, repeats: int,
         result.last_image.append(stamps[-1])
         planned = run.first_seen(lambda status, message: "(0/" in message)
         result.planner_done.append(planned if planned is not None else float("nan"))
+    result.db_write = bench.median(bench.time_progress_writes(settings, runs[-1].job_id))
     bench.undeploy()
     return result
 
@@ -135,7 +147,7 @@ def direct_path(model, prompts: list[str], seeds: list[int], size: tuple[int, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", type=int, default=8, help="scenes per job, 1..12 (default 8)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per path (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per path (default 5)")
     parser.add_argument("--renderer-cpus", type=float, default=0.5,
                         help="num_cpus of each renderer replica (default 0.5: 2 image + 1 clip "
                              "replicas must fit in 2 CPUs)")
@@ -203,6 +215,9 @@ def main() -> None:
         ["farm (2 replicas) / direct (1 thread)", f"{farm2 / d_one:.2f}x"],
         ["2 replicas / 1 replica (time)", f"{farm2 / farm1:.2f}"],
         ["speed-up from the 2nd replica", f"{farm1 / farm2:.2f}x"],
+        ["speed-up from the 2nd replica, render phase only (planned -> ready)",
+         (f"{med(one.render_phase) / med(two.render_phase):.2f}x "
+          f"({med(one.render_phase):.3f} s vs {med(two.render_phase):.3f} s)")],
     ])
     print()
     print("Where the farm's time goes (medians over the timed jobs; from the poller and the "
@@ -213,6 +228,7 @@ def main() -> None:
             f"{result.replicas} replica{'s' if result.replicas > 1 else ''}",
             f"{result.get_job:.3f}",
             f"{result.dry_run:.3f}",
+            f"{result.db_write * 1000:.1f} ms",
             f"{med([r.post_seconds for r in result.runs]):.3f}",
             f"{med(result.planner_done):.3f}",
             f"{med(result.first_image):.3f}",
@@ -224,10 +240,12 @@ def main() -> None:
             f"{result.warmup_seconds:.2f}",
             f"{result.deploy_seconds:.1f}",
         ])
-    bench.print_table(["farm", "GET job", "dry-run", "POST", "planned", "1st image", "last image", "ready",
+    bench.print_table(["farm", "GET job", "dry-run", "DB write", "POST", "planned", "1st image", "last image", "ready",
                        "model s (sum)", "batches per job", "new workers", "warm-up job", "deploy"], rows)
     print("  GET job: one poll's round trip. dry-run: POST /jobs/dry-run (HTTP, auth, validation, "
           "no row, no actor). POST: POST /jobs (row + job actor created and poked).")
+    print("  DB write: one JobStore.set_progress (session, UPDATE, commit) on the job's SQLite "
+          "file; the actor makes 2 such transactions per scene image (record_image, set_progress).")
     print("  planned: first poll showing 'Rendering scene images (0/N)' (POST and the offline "
           "planner done), seconds after the POST started.")
     print("  1st/last image: database time of the first/last image row after the job row. "
@@ -237,7 +255,15 @@ def main() -> None:
     print("  warm-up job: the untimed first job after deploying (cold worker, first call).")
     print(f"  direct path: model load {load_seconds:.2f} s excluded; polls every {args.poll_ms:g} "
           f"ms; renderer replicas num_cpus={args.renderer_cpus:g}.")
-    print(f"total benchmark wall time {time.perf_counter() - started:.0f} s")
+    for result in (one, two):
+        if result.cpu:
+            print()
+            print(f"CPU per job by part, farm with {result.replicas} image "
+                  f"replica{'s' if result.replicas > 1 else ''} (over the {args.repeats} timed "
+                  "jobs, polling included):")
+            bench.print_cpu(dict(result.cpu), args.repeats)
+    print(f"total benchmark wall time {time.perf_counter() - started:.0f} s; load average now "
+          f"{bench.load_average()}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,23 @@ class TokenVerifier:
         return subject
 
 
+# A cookie rides along with any request a browser makes, including ones a hostile page
+# triggers; so it is accepted only for reads (``<img>``, ``<video>``), never for changes.
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def bearer_token(headers, cookies, *, cookie_allowed: bool) -> str | None:  # noqa: ANN001
+    """The token of a request: ``Authorization: Bearer`` (any request) or the ``token`` cookie
+    (where allowed). A malformed Authorization header is a 401, not a fallback to the cookie."""
+    header = headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("Authorization header must be 'Bearer <token>'")
+        return token.strip()
+    return cookies.get("token") if cookie_allowed else None
+
+
 def issue_local_token(settings: Settings, user_id: str, ttl_seconds: int | None = None) -> str:
     """A token the local service accepts (``renderfarm token USER``)."""
     now = int(time.time())

@@ -13,7 +13,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coordinator.auth import TokenVerifier, unauthorized
+from coordinator.auth import COOKIE_METHODS, TokenVerifier, bearer_token, unauthorized
 from coordinator.db.base import Base
 from coordinator.db.models import Asset, Campaign, Client, Job, Scene
 from coordinator.envelope import not_found
@@ -61,17 +61,11 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def _current_user(request: Request) -> str:
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise unauthorized("Authorization header must be 'Bearer <token>'")
-        token = token.strip()
-    else:
-        # Browsers send the cookie with <img>/<video> requests, which cannot carry headers.
-        token = request.cookies.get("token")
+    # Browsers send the cookie with <img>/<video> requests, which cannot carry headers.
+    token = bearer_token(request.headers, request.cookies,
+                         cookie_allowed=request.method in COOKIE_METHODS)
     if not token:
-        raise unauthorized("Missing bearer token")
+        raise unauthorized("Missing bearer token (the token cookie is accepted for GET only)")
     verifier: TokenVerifier = request.app.state.token_verifier
     user = await verifier.user_id(token)
     # The headers ride on the response (see coordinator.app); a 429 carries them itself.

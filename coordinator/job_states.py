@@ -23,6 +23,16 @@ class JobStatus(str, Enum):
     CANCELLED = "cancelled"
 
 
+class SceneStatus(str, Enum):
+    """Where one scene's artifacts stand (the job's status says where the job stands)."""
+
+    PENDING = "pending"
+    IMAGE_READY = "image_ready"
+    REGENERATING = "regenerating"
+    CLIP_READY = "clip_ready"
+    FAILED = "failed"
+
+
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 # States in which a job actor is (or should be) doing work.
 PROCESSING = frozenset({JobStatus.PENDING, JobStatus.STORYBOARD_PROCESSING,
@@ -59,20 +69,22 @@ async def transition(session: AsyncSession, job: Job, target: JobStatus, *,
                      action: str | None = None, **changes: object) -> Job:
     """Move ``job`` to ``target`` or raise 409. The UPDATE is conditional on the status we
     read, so two racing callers (API and actor) cannot both win; the loser gets the 409."""
-    current = job.status
-    if not can_transition(current, target):
-        raise IllegalTransition(current, target, action)
     values = {"status": target.value, "updated_at": utcnow(), **changes}
     if target == JobStatus.COMPLETED:
         values.setdefault("completed_at", utcnow())
-    result = await session.execute(
-        update(Job).where(Job.id == job.id, Job.status == current).values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    for _attempt in range(2):
+        current = job.status
+        if not can_transition(current, target):
+            raise IllegalTransition(current, target, action)
+        result = await session.execute(
+            update(Job).where(Job.id == job.id, Job.status == current).values(**values)
+            .execution_options(synchronize_session=False))
+        if result.rowcount == 1:
+            await session.commit()
+            await session.refresh(job)
+            return job
+        # The job moved between our read and our write; judge again from where it is now
+        # (a cancel stays legal when processing moved on a step).
         await session.rollback()
         await session.refresh(job)
-        raise IllegalTransition(job.status, target, action)
-    await session.commit()
-    await session.refresh(job)
-    return job
+    raise IllegalTransition(job.status, target, action)

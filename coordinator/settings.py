@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     renderfarm_home: Path = Path(".renderfarm")
     # Where model weights (and the tiny preset's generated pipelines) are kept.
     renderfarm_models_dir: Path | None = None
+    # The preset of jobs that name none. Unset: decided where the renderers run (serve_app).
+    renderfarm_default_preset: str | None = None
 
     # Database: SQLite under RENDERFARM_HOME unless DATABASE_URL names PostgreSQL.
     database_url: str | None = None
@@ -156,6 +158,9 @@ class Settings(BaseSettings):
             problems.append("S3_BUCKET must be set in production")
         if not (self.auth_secret or self.auth_jwks_url):
             problems.append("AUTH_SECRET or AUTH_JWKS_URL must be set in production")
+        if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
+            # Otherwise a token the provider issued for another application would pass here.
+            problems.append("AUTH_ISSUER and AUTH_AUDIENCE must be set with AUTH_JWKS_URL")
         if problems:
             raise RuntimeError("; ".join(problems))
 

@@ -45,6 +45,7 @@ class ObjectStore(Protocol):
     def info(self, key: str) -> ObjectInfo: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> None: ...
     def download_to(self, key: str, path: Path) -> None: ...
     def presigned_url(self, key: str, expires_s: int) -> str | None: ...
 
@@ -109,6 +110,10 @@ class LocalObjectStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Everything under ``prefix`` (which ends in ``/``)."""
+        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
 
     def download_to(self, key: str, path: Path) -> None:
         try:
@@ -190,6 +195,14 @@ class S3ObjectStore:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Everything under ``prefix`` (which ends in ``/``), a page of 1000 keys at a time."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=check_key(prefix.rstrip("/")) + "/"):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
 
     def download_to(self, key: str, path: Path) -> None:
         try:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.crud.cleanup import delete_objects, object_keys_for
 from coordinator.crud.common import apply_update, fetch_page
-from coordinator.db.models import Campaign, Client, Job
+from coordinator.db.models import Campaign, Client, Job, Scene
 from coordinator.deps import Page
 from coordinator.envelope import APIError
-from coordinator.job_states import PROCESSING, JobStatus
+from coordinator.job_states import PROCESSING, JobStatus, SceneStatus
 from coordinator.schemas.clients import ClientCreate, ClientStats, ClientUpdate
 from coordinator.storage import ObjectStore
 
@@ -39,9 +39,12 @@ async def update_client(*, session: AsyncSession, client: Client, data: ClientUp
 
 
 async def refuse_if_rendering(session: AsyncSession, *where: object, what: str) -> None:
-    """Rows with a job still rendering are not deleted from under it."""
+    """Rows with a job still rendering (a scene regeneration included) are not deleted from
+    under it."""
+    regenerating = select(Scene.job_id).where(Scene.status == SceneStatus.REGENERATING.value)
     busy = await session.scalar(select(func.count()).select_from(Job).where(
-        *where, Job.status.in_([status.value for status in PROCESSING])))
+        *where, or_(Job.status.in_([status.value for status in PROCESSING]),
+                    Job.id.in_(regenerating))))
     if busy:
         raise APIError(409, f"The {what} has {busy} job(s) still processing; cancel them first",
                        "jobs_in_progress")

@@ -5,6 +5,7 @@ the job actor's; these functions change rows and then tell the actor."""
 from __future__ import annotations
 
 import random
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -18,7 +19,7 @@ from coordinator.db.base import utcnow
 from coordinator.db.models import Asset, Job, Scene
 from coordinator.deps import Page
 from coordinator.envelope import APIError
-from coordinator.job_states import PROCESSING, TERMINAL, JobStatus, transition
+from coordinator.job_states import PROCESSING, TERMINAL, JobStatus, SceneStatus, transition
 from coordinator.progress import REVIEW_PERCENT, progress
 from coordinator.schemas.jobs import CTA_CARD_SECONDS, AdvancedOptions, JobCreate, SceneUpdate
 from coordinator.settings import Settings
@@ -28,19 +29,9 @@ DEFAULT_SCENE_COUNT = 4
 DEFAULT_SECONDS_PER_SCENE = 3.0
 
 
-class SceneStatus:
-    """Where one scene's artifacts stand (the job's status says where the job stands)."""
-
-    PENDING = "pending"
-    IMAGE_READY = "image_ready"
-    REGENERATING = "regenerating"
-    CLIP_READY = "clip_ready"
-    FAILED = "failed"
-
-
 def resolve_plan(settings: Settings, advanced: AdvancedOptions) -> dict[str, Any]:
     """The concrete plan behind ``advanced``: preset, scene count, duration, seed."""
-    preset_name = advanced.preset or default_preset_name()
+    preset_name = advanced.preset or settings.renderfarm_default_preset or default_preset_name()
     try:
         preset = get_preset(preset_name)
     except UnknownPreset as exc:
@@ -157,28 +148,57 @@ async def scenes_by_job(session: AsyncSession, job_ids: list[str]) -> dict[str, 
 
 
 # ---- a person's actions -----------------------------------------------------------------------
+#
+# Each action first takes the job row's write lock (``lock_job``) and re-reads the job and its
+# scenes inside that transaction, so an edit can never slip in behind an approval (or the other
+# way round), on PostgreSQL and on SQLite alike.
 
-def _require_reviewable(job: Job, action: str) -> None:
+async def lock_job(session: AsyncSession, job_id: str) -> Job:
+    """Locks the job row for the rest of the transaction and returns it as committed now.
+
+    A write is the portable lock: PostgreSQL row-locks it and SQLite takes its database write
+    lock, so concurrent actions on one job queue up instead of acting on a stale read."""
+    await session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow())
+                          .execution_options(synchronize_session=False))
+    return await session.scalar(select(Job).where(Job.id == job_id)
+                                .execution_options(populate_existing=True))
+
+
+async def _lock_scene(session: AsyncSession, job: Job, scene: Scene, action: str) -> tuple[Job, Scene]:
+    """The locked job, required to be under review, and the scene, required to be idle."""
+    job = await lock_job(session, job.id)
     if job.status != JobStatus.STORYBOARD_READY.value:
-        raise APIError(409, f"Cannot {action}: the job is {job.status}; scenes can be changed "
+        status = job.status  # rows expire on rollback; keep what the message needs
+        await session.rollback()
+        raise APIError(409, f"Cannot {action}: the job is {status}; scenes can be changed "
                        "only while the storyboard is ready for review", "illegal_state")
-
-
-def _require_idle_scene(scene: Scene, action: str) -> None:
+    scene = await session.scalar(select(Scene).where(Scene.id == scene.id)
+                                 .execution_options(populate_existing=True))
+    if scene is None:
+        await session.rollback()
+        raise APIError(404, "Scene not found", "scene_not_found")
     if scene.status == SceneStatus.REGENERATING:
-        raise APIError(409, f"Cannot {action}: scene {scene.scene_idx} is being regenerated",
+        scene_idx = scene.scene_idx
+        await session.rollback()
+        raise APIError(409, f"Cannot {action}: scene {scene_idx} is being regenerated",
                        "scene_busy")
+    return job, scene
 
 
 async def approve_job(*, session: AsyncSession, job: Job) -> Job:
+    job = await lock_job(session, job.id)
     if job.status == JobStatus.STORYBOARD_READY.value:
         scenes = await scenes_of(session, job.id)
+        problem = None
         if not scenes:
-            raise APIError(409, "Cannot approve: the storyboard has no scenes", "no_scenes")
+            problem = APIError(409, "Cannot approve: the storyboard has no scenes", "no_scenes")
         busy = [s.scene_idx for s in scenes if s.status == SceneStatus.REGENERATING or not s.image_key]
         if busy:
-            raise APIError(409, f"Cannot approve: scene(s) {busy} are still rendering",
-                           "scenes_rendering")
+            problem = APIError(409, f"Cannot approve: scene(s) {busy} are still rendering",
+                               "scenes_rendering")
+        if problem:
+            await session.rollback()
+            raise problem
     return await transition(session, job, JobStatus.VIDEO_PROCESSING, action="approve",
                             approved_at=utcnow(),
                             progress=progress("clip_rendering", 0, "Storyboard approved; rendering clips"))
@@ -196,53 +216,36 @@ def job_percent(job: Job) -> float:
 async def request_regeneration(*, session: AsyncSession, job: Job, scene: Scene,
                                feedback: str | None) -> Scene:
     """Marks the scene for regeneration (the actor re-plans its text with the feedback and
-    re-renders its image); the conditional UPDATE makes a double request a 409."""
-    _require_reviewable(job, "regenerate a scene")
-    scene_idx = scene.scene_idx  # rows expire on rollback; keep what the message needs
-    result = await session.execute(
-        update(Scene).where(Scene.id == scene.id, Scene.status != SceneStatus.REGENERATING)
-        .values(status=SceneStatus.REGENERATING, regenerate_feedback=feedback or None,
-                error=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        await session.rollback()
-        raise APIError(409, f"Scene {scene_idx} is already being regenerated", "scene_busy")
-    await session.execute(update(Job).where(Job.id == job.id).values(
-        progress=progress("regenerating_scene", REVIEW_PERCENT, f"Regenerating scene {scene_idx}"),
-        updated_at=utcnow()))
+    re-renders its image). A second request while one runs is a 409."""
+    job, scene = await _lock_scene(session, job, scene, "regenerate the scene")
+    scene.status = SceneStatus.REGENERATING.value
+    scene.regenerate_feedback = feedback or None
+    scene.error = None
+    job.progress = progress("regenerating_scene", REVIEW_PERCENT,
+                            f"Regenerating scene {scene.scene_idx}")
     await session.commit()
-    await session.refresh(scene)
     return scene
 
 
 async def update_scene(*, session: AsyncSession, job: Job, scene: Scene, data: SceneUpdate) -> Scene:
-    _require_reviewable(job, "edit a scene")
-    _require_idle_scene(scene, "edit it")
-    fields = data.model_fields_set
-    if "duration" in fields:
-        scene.duration_s = data.duration
-    for name in ("description", "script", "image_prompt"):
-        if name in fields and getattr(data, name) is not None:
-            setattr(scene, name, getattr(data, name))
-    for name in ("shot_type", "transition"):
-        if name in fields and getattr(data, name) is not None:
-            setattr(scene, name, getattr(data, name).value)
+    job, scene = await _lock_scene(session, job, scene, "edit the scene")
+    for name in data.model_fields_set:
+        value = getattr(data, name)
+        column = "duration_s" if name == "duration" else name
+        setattr(scene, column, value.value if isinstance(value, Enum) else value)
     await session.commit()
-    await session.refresh(scene)
     return scene
 
 
 async def delete_scene(*, session: AsyncSession, job: Job, scene: Scene) -> list[str]:
     """Deletes the scene and closes the gap in ``scene_idx``; returns its object keys."""
-    _require_reviewable(job, "delete a scene")
-    _require_idle_scene(scene, "delete it")
+    job, scene = await _lock_scene(session, job, scene, "delete the scene")
     keys = [key for key in (scene.image_key, scene.clip_key) if key]
     await session.delete(scene)
     await session.execute(update(Scene).where(Scene.job_id == job.id,
                                               Scene.scene_idx > scene.scene_idx)
                           .values(scene_idx=Scene.scene_idx - 1)
                           .execution_options(synchronize_session=False))
-    await session.execute(update(Job).where(Job.id == job.id).values(updated_at=utcnow()))
     await session.commit()
     return keys
 

@@ -8,14 +8,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from coordinator.settings import Settings
 
 
-def make_engine(settings: Settings) -> AsyncEngine:
+def make_engine(settings: Settings, *, pool_size: int = 10) -> AsyncEngine:
+    """``pool_size`` bounds PostgreSQL connections: job actors (one engine each) take few."""
     url = settings.async_database_url
     if url.startswith("sqlite"):
         settings.renderfarm_home.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_pragmas(engine)
     else:
-        engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_async_engine(url, pool_pre_ping=True, pool_size=pool_size,
+                                     max_overflow=pool_size)
     return engine
 
 

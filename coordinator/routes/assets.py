@@ -108,8 +108,9 @@ async def delete_asset(asset: OwnedAsset, session: SessionDep, store: StoreDep):
     return ok({"message": "Asset deleted successfully"})
 
 
-@router.api_route("/{asset_id}/data", methods=["GET", "HEAD"],
+@router.get("/{asset_id}/data",
                   responses={200: {"description": "The raw bytes"}, 206: {"description": "A byte range"}})
+@router.head("/{asset_id}/data", include_in_schema=False)
 async def asset_data(asset: OwnedAsset, request: Request, store: StoreDep):
     """The asset's bytes with its sniffed ``Content-Type``, an ``ETag``, and HTTP Range."""
     return await serve_object(request, store, asset.storage_key, content_type=asset.content_type,

@@ -15,6 +15,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from sqlalchemy import select
 
 from coordinator.db.models import Job
+from coordinator.auth import bearer_token
 from coordinator.envelope import APIError
 from coordinator.job_states import TERMINAL, JobStatus
 from coordinator.schemas.common import as_utc
@@ -24,14 +25,17 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 POLL_INTERVAL_S = 0.5
 
 
+MAX_CONNECTION_S = 3600  # a client watching longer reconnects (and is re-authenticated)
+
+
 async def _websocket_user(websocket: WebSocket) -> str | None:
-    header = websocket.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else websocket.cookies.get("token")
-    if not token:
-        return None
+    # CORS does not cover WebSockets: a page on another site could open this socket with the
+    # user's cookie, so the cookie counts only from an allowed origin.
+    origin = websocket.headers.get("origin")
+    cookie_allowed = origin is None or origin in websocket.app.state.settings.cors_origins
     try:
-        return await websocket.app.state.token_verifier.user_id(token)
+        token = bearer_token(websocket.headers, websocket.cookies, cookie_allowed=cookie_allowed)
+        return await websocket.app.state.token_verifier.user_id(token) if token else None
     except APIError:
         return None
 
@@ -42,30 +46,46 @@ async def job_progress_stream(websocket: WebSocket, job_id: str) -> None:
     if user is None:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="Missing or invalid token")
         return
-    sessions = websocket.app.state.sessionmaker
-    async with sessions() as session:
+    async with websocket.app.state.sessionmaker() as session:
         owned = await session.scalar(select(Job.id).where(Job.id == job_id, Job.owner_id == user))
     if owned is None:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="Job not found")
         return
     await websocket.accept()
-    last = None
+    # Reading is how a closed connection shows: stop polling as soon as the client goes.
+    client_gone = asyncio.create_task(_drain(websocket))
     try:
-        while True:
-            async with sessions() as session:
-                job = await session.get(Job, job_id)
-            if job is None:  # deleted with its client or campaign
-                await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason="Job deleted")
-                return
-            message = {"jobId": job.id, "status": job.status, "progress": job.progress,
-                       "error": job.error, "errorCode": job.error_code,
-                       "updatedAt": as_utc(job.updated_at).isoformat().replace("+00:00", "Z")}
-            if message != last:
-                await websocket.send_json(message)
-                last = message
-            if JobStatus(job.status) in TERMINAL:
-                await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason=job.status)
-                return
-            await asyncio.sleep(POLL_INTERVAL_S)
+        await asyncio.wait_for(_stream(websocket, job_id, client_gone), timeout=MAX_CONNECTION_S)
+    except asyncio.TimeoutError:
+        await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason="Connection time limit")
     except WebSocketDisconnect:
-        return
+        pass
+    finally:
+        client_gone.cancel()
+
+
+async def _drain(websocket: WebSocket) -> None:
+    """Returns when the client disconnects (what it sends, e.g. keep-alives, is ignored)."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _stream(websocket: WebSocket, job_id: str, client_gone: asyncio.Task) -> None:
+    sessions = websocket.app.state.sessionmaker
+    last = None
+    while not client_gone.done():
+        async with sessions() as session:
+            job = await session.get(Job, job_id)
+        if job is None:  # deleted with its client or campaign
+            await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason="Job deleted")
+            return
+        message = {"jobId": job.id, "status": job.status, "progress": job.progress,
+                   "error": job.error, "errorCode": job.error_code,
+                   "updatedAt": as_utc(job.updated_at).isoformat().replace("+00:00", "Z")}
+        if message != last:
+            await websocket.send_json(message)
+            last = message
+        if JobStatus(job.status) in TERMINAL:
+            await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason=job.status)
+            return
+        await asyncio.wait([client_gone], timeout=POLL_INTERVAL_S)

@@ -99,7 +99,8 @@ def _require_completed(job) -> None:  # noqa: ANN001
         raise APIError(409, f"The video is not ready: the job is {job.status}", "video_not_ready")
 
 
-@router.api_route("/{job_id}/video", methods=["GET", "HEAD"])
+@router.get("/{job_id}/video")
+@router.head("/{job_id}/video", include_in_schema=False)
 async def job_video(job: OwnedJob, request: Request, store: StoreDep):
     """The finished MP4 (HTTP Range supported). 409 until the job is completed."""
     _require_completed(job)
@@ -107,7 +108,8 @@ async def job_video(job: OwnedJob, request: Request, store: StoreDep):
                               etag=f"{job.id}-video", filename=f"{job.id}.mp4")
 
 
-@router.api_route("/{job_id}/thumbnail", methods=["GET", "HEAD"])
+@router.get("/{job_id}/thumbnail")
+@router.head("/{job_id}/thumbnail", include_in_schema=False)
 async def job_thumbnail(job: OwnedJob, request: Request, store: StoreDep):
     """A JPEG frame of the finished video. 409 until the job is completed."""
     _require_completed(job)

@@ -56,7 +56,8 @@ async def regenerate_scene(job: OwnedJob, scene: OwnedScene, session: SessionDep
     return ok(dump_scene(settings, scene))
 
 
-@router.api_route("/{scene_id}/image", methods=["GET", "HEAD"])
+@router.get("/{scene_id}/image")
+@router.head("/{scene_id}/image", include_in_schema=False)
 async def scene_image(scene: OwnedScene, request: Request, store: StoreDep):
     """The scene's current image (PNG)."""
     if not scene.image_key:

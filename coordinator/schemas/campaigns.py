@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from coordinator.schemas.common import CamelModel, Id, LongText, Name, Timestamps
+from coordinator.schemas.common import CamelModel, PartialUpdate, Id, LongText, Name, Timestamps
 
 
 class CampaignStatus(str, Enum):
@@ -23,7 +23,7 @@ class CampaignCreate(CamelModel):
     brief: LongText = ""
 
 
-class CampaignUpdate(CamelModel):
+class CampaignUpdate(PartialUpdate):
     """Only the fields sent are changed. A campaign cannot move to another client."""
 
     name: Name | None = None

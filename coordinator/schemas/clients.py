@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from coordinator.schemas.common import CamelModel, LongText, Name, ShortText, Timestamps
+from coordinator.schemas.common import CamelModel, PartialUpdate, LongText, Name, ShortText, Timestamps
 
 _HEX_COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 
@@ -36,8 +36,10 @@ class ClientCreate(CamelModel):
     brand_guidelines: BrandGuidelines | None = None
 
 
-class ClientUpdate(CamelModel):
+class ClientUpdate(PartialUpdate):
     """Only the fields sent are changed."""
+
+    NULLABLE = frozenset({"description", "brand_guidelines"})
 
     name: Name | None = None
     description: LongText | None = None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -14,6 +14,20 @@ class CamelModel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True,
                               from_attributes=True)
+
+
+class PartialUpdate(CamelModel):
+    """A PUT body where only the fields sent change. Sending ``null`` clears a field that may
+    be empty (``NULLABLE``); for any other field it is a 400, not a database error."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> "PartialUpdate":
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name not in self.NULLABLE:
+                raise ValueError(f"{to_camel(name)} may not be null")
+        return self
 
 
 def as_utc(value: datetime) -> datetime:

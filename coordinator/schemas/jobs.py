@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from coordinator.schemas.common import CamelModel, Id, UtcDatetime
+from coordinator.schemas.common import CamelModel, PartialUpdate, Id, UtcDatetime
 
 BriefText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 # Every ad ends on a call-to-action card of this length, inside the requested duration.
@@ -165,7 +165,7 @@ class CostEstimate(CamelModel):
     valid_until: str
 
 
-class SceneUpdate(CamelModel):
+class SceneUpdate(PartialUpdate):
     """Edits a person makes during review; only the fields sent change."""
 
     description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,

@@ -101,3 +101,22 @@ def test_orphaned_job_is_resumed_by_the_supervisor(alice, local_farm):
     ray.kill(ray.get_actor(actor_name(created["id"]), namespace=ACTOR_NAMESPACE), no_restart=True)
     job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
     assert all(s["image_url"] for s in job["storyboard"]["scenes"])
+
+
+def test_review_actions_wait_for_a_running_regeneration(alice, local_farm):
+    """While a scene regenerates, a second regeneration, an edit, a delete and the approval
+    are refused with 409, and nothing changes."""
+    created = start_job(alice, sceneCount=2, durationSeconds=6, preset=SLOW_PRESET)
+    job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
+    scene = job["storyboard"]["scenes"][0]
+    base = f"/api/v3/jobs/{job['id']}/scenes/{scene['id']}"
+    assert alice.post(f"{base}/regenerate", json={"feedback": "warmer light"}).status_code == 202
+    refused = [alice.post(f"{base}/regenerate", json={}), alice.put(base, json={"script": "x"}),
+               alice.delete(base),
+               alice.post(f"/api/v3/jobs/{job['id']}/actions", json={"action": "approve"})]
+    assert [r.status_code for r in refused] == [409, 409, 409, 409]
+    assert {r.json()["code"] for r in refused} == {"scene_busy", "scenes_rendering"}
+    done = wait_for(lambda j: j["storyboard"]["scenes"][0]["status"] == "image_ready",
+                    alice, job["id"], timeout=240, what="the regeneration")
+    assert done["storyboard"]["scenes"][0]["version"] == 2
+    assert done["storyboard"]["scenes"][0]["script"] == scene["script"]

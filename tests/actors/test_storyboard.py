@@ -70,7 +70,6 @@ def test_review_edit_delete_regenerate(alice, farm):
     # Regenerate the middle scene with feedback: only its image changes, its version goes up.
     response = alice.post(f"{base}/{second['id']}/regenerate", json={"feedback": "show the can up close"})
     assert response.status_code == 202, response.text
-    assert alice.post(f"{base}/{second['id']}/regenerate", json={}).status_code in (202, 409)
     job = wait_for(lambda j: all(s["status"] == "image_ready" for s in j["storyboard"]["scenes"])
                    and j["storyboard"]["scenes"][1]["version"] >= 2, alice, job["id"],
                    what="regenerated scene")

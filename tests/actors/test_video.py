@@ -81,6 +81,15 @@ def test_approve_to_completed_video(alice, farm, tmp_path):
                        json={"action": "regenerate_scene", "payload": {"sceneIdx": 0}})
     assert again.status_code == 409
 
+    # Deleting the client deletes the job and every object it made.
+    store = make_object_store(farm.settings)
+    assert store.exists(f"jobs/{job['id']}/video.mp4")
+    assert alice.delete(f"/api/v3/clients/{client_id}").status_code == 200
+    assert alice.get(f"/api/v3/jobs/{job['id']}").status_code == 404
+    for scene in done["storyboard"]["scenes"]:
+        assert not store.exists(f"jobs/{job['id']}/scenes/{scene['id']}/image-v1.png")
+    assert not store.exists(f"jobs/{job['id']}/video.mp4")
+
 
 def test_auto_approve_runs_without_a_person(alice, farm):
     created = start_job(alice, sceneCount=2, durationSeconds=6, aspectRatio="1:1", autoApprove=True)

@@ -46,9 +46,13 @@ def test_rejected_tokens(api, anonymous):
     assert anonymous.get("/api/v3/clients", headers={"Authorization": "Basic abc"}).status_code == 401
 
 
-def test_token_cookie_is_accepted(api):
+def test_token_cookie_is_accepted_for_reads_only(api):
     with api.client(user=None, cookies={"token": api.token("cookie-user")}) as client:
         assert client.get("/api/v3/clients").status_code == 200
+        # A cookie comes along with requests other sites make: it must not change anything.
+        forged = client.post("/api/v3/clients", json={"name": "via a hostile page"})
+        assert forged.status_code == 401
+        assert client.get("/api/v3/clients").json()["meta"]["total"] == 0
 
 
 def test_framework_errors_wear_the_envelope(alice):

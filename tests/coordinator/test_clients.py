@@ -93,3 +93,14 @@ def test_stats_and_cascading_delete(alice):
     for campaign in campaigns:  # nothing left dangling
         assert alice.get(f"/api/v3/campaigns/{campaign['id']}").status_code == 404
     assert alice.get("/api/v3/campaigns").json()["meta"]["total"] == 0
+
+
+def test_null_for_a_required_field_is_400(alice):
+    client = create_client(alice)
+    response = alice.put(f"/api/v3/clients/{client['id']}", json={"name": None})
+    assert response.status_code == 400 and "name may not be null" in response.json()["error"]
+    cleared = alice.put(f"/api/v3/clients/{client['id']}", json={"description": None})
+    assert cleared.status_code == 200 and cleared.json()["data"]["description"] is None
+    campaign = alice.post("/api/v3/campaigns", json={"clientId": client["id"], "name": "C"}).json()["data"]
+    assert alice.put(f"/api/v3/campaigns/{campaign['id']}", json={"goal": None}).status_code == 400
+    assert alice.get(f"/api/v3/clients/{client['id']}").json()["data"]["name"] == "Acme Drinks"

@@ -39,15 +39,17 @@ def test_create_get_list(alice):
 
 def test_dry_run_quote(alice, api):
     client = create_client(alice)
+    day_before = datetime.now(timezone.utc).date().isoformat()
     response = alice.post("/api/v3/jobs/dry-run", json=job_body(client["id"], sceneCount=4))
+    day_after = datetime.now(timezone.utc).date().isoformat()
     assert response.status_code == 200, response.text
     quote = response.json()["data"]
     assert quote["currency"] == "USD"
     assert set(quote["breakdown"]) == {"storyboard_generation", "image_generation", "video_rendering"}
     assert quote["estimatedCost"] == pytest.approx(sum(quote["breakdown"].values()), abs=1e-5)
     assert quote["breakdown"]["storyboard_generation"] == 0  # the offline planner is free
-    today = datetime.now(timezone.utc).date().isoformat()
-    assert quote["validUntil"] == f"{today}T23:59:59.000Z"
+    # The end of the UTC day the quote was made (the request may straddle midnight).
+    assert quote["validUntil"] in {f"{day}T23:59:59.000Z" for day in (day_before, day_after)}
     # Twice the scenes, twice the rendering.
     bigger = alice.post("/api/v3/jobs/dry-run", json=job_body(client["id"], sceneCount=8, durationSeconds=20)).json()["data"]
     assert bigger["breakdown"]["image_generation"] == pytest.approx(2 * quote["breakdown"]["image_generation"])
