@@ -28,6 +28,7 @@ class RayJobRunner:
         self.settings = settings
         self.images = images
         self.clips = clips
+        self._pokes: set[asyncio.Task] = set()  # strong references until they finish
 
     def _actor(self, job_id: str):  # noqa: ANN202
         try:
@@ -40,6 +41,13 @@ class RayJobRunner:
                 job_id, self.settings, self.images, self.clips)
 
     async def poke(self, job_id: str) -> None:
+        """Has the job's actor look at the job's row, in the background: starting a new actor
+        (a worker process) takes a second or two, and no request should wait for that."""
+        task = asyncio.create_task(self.poke_now(job_id))
+        self._pokes.add(task)
+        task.add_done_callback(self._pokes.discard)
+
+    async def poke_now(self, job_id: str) -> None:
         """Creates the job's actor if needed and has it look at the job's row. Never raises:
         the row is already committed, and the supervisor retries what did not get through."""
         try:
@@ -88,7 +96,7 @@ class RayJobRunner:
         while True:
             try:
                 for job_id in await self.jobs_needing_an_actor(sessions):
-                    await self.poke(job_id)
+                    await self.poke_now(job_id)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a database blip must not end supervision
