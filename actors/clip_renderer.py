@@ -30,6 +30,7 @@ class ClipRenderer:
     def __init__(self, models_dir: str, preload: list[str] | None = None):
         """Loads the default preset's pipeline (and any in ``preload``) before taking traffic."""
         self.models = ModelShelf[ClipModel](load_clip_model, Path(models_dir), "clip")
+        self._pipeline_turn = asyncio.Lock()
         self._clips_rendered = metrics.Counter(
             "renderfarm_clips_rendered", "Scene clips rendered", tag_keys=("preset",))
         self._render_seconds = metrics.Histogram(
@@ -43,10 +44,13 @@ class ClipRenderer:
         preset = get_preset(request.preset)
         model = await self.models.get(request.preset)
         image = Image.open(io.BytesIO(request.image_png)).convert("RGB")
-        started = time.perf_counter()
-        frames = await asyncio.to_thread(model.render, image, request.seed, request.width,
-                                         request.height, None, request.prompt)
-        elapsed = time.perf_counter() - started
+        # Clips queue for the one pipeline here, so the clock starts once it is this clip's
+        # turn: the ledger (and the bill) counts diffusion time, not time spent waiting.
+        async with self._pipeline_turn:
+            started = time.perf_counter()
+            frames = await asyncio.to_thread(model.render, image, request.seed, request.width,
+                                             request.height, None, request.prompt)
+            elapsed = time.perf_counter() - started
         self._render_seconds.observe(elapsed, tags={"preset": request.preset})
         self._clips_rendered.inc(tags={"preset": request.preset})
         mp4 = await asyncio.to_thread(_encode, frames, preset.clip.fps)

@@ -214,7 +214,8 @@ class JobActor:
             brief = steps.planning_brief(job)
             prompt_source = (text or {}).get("image_prompt", scene.image_prompt)
             request = ImageRequest(
-                preset=job.preset, prompt=apply_prompt_template(preset, prompt_source, brief.style),
+                preset=job.preset, prompt=apply_prompt_template(
+                    preset, prompt_source, steps.style_unless_present(brief.style, prompt_source)),
                 seed=steps.scene_seed(job.seed, scene.id, version), width=width, height=height,
                 negative_prompt=steps.negative_prompt(preset, brief))
             result = await steps.call_renderer(lambda: self.images.render.remote(request),

@@ -98,6 +98,11 @@ def planning_brief(job: Job) -> PlanningBrief:
     )
 
 
+def style_unless_present(style: str | None, prompt: str) -> str | None:
+    """The style for the preset's template, unless the planner already wrote it into the prompt."""
+    return None if style and style.lower() in prompt.lower() else style
+
+
 def negative_prompt(preset: RenderPreset, brief: PlanningBrief) -> str | None:
     """The preset's negative prompt plus the brand's restrictions (things never to show)."""
     parts = [part for part in (preset.image.negative_prompt, negative_prompt_terms(brief)) if part]

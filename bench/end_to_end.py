@@ -3,7 +3,7 @@
 One run measures, side by side:
 
 (a) farm: POST /jobs with ``advanced.autoApprove: true`` (N scenes, tiny preset) over HTTP,
-    then GET /jobs/{id} every ~20 ms until ``completed``; R timed jobs after one untimed
+    then GET /jobs/{id} every ~20 ms until ``completed``; R timed jobs (default 5) after one untimed
     warm-up job, median reported. Inside: HTTP, the job actor, the offline planner, N images
     (image renderer), N clips (clip renderer: diffusion + H.264 encode), the compositing Ray
     task (downloads the clips, ffmpeg, returns the MP4 and thumbnail), uploads, database writes.
@@ -17,7 +17,9 @@ One run measures, side by side:
 
 It prints farm/direct, the phases of each path, and the share of compositing: in the direct
 total, and in the farm (the ``composite`` row of ``render_usage``, i.e. ffmpeg's wall time in
-the task, and the polled window from "Compositing the clips" to "Uploading the video").
+the task, and the database window from the last clip row to the composite row: scheduling,
+clip downloads, ffmpeg and the bytes coming back). It also calls the farm's compositing task
+from the driver, cold and warm, to show what starting its worker costs.
 
     .venv/bin/python bench/end_to_end.py [--scenes 3] [--repeats 5]
 
@@ -28,13 +30,11 @@ the end. Timings only, never assertions.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -74,7 +74,7 @@ def probe_composite_task(settings, job_id: str, idle_s: float = 3.0) -> list[tup
     from actors.composite_task import ClipPlan, composite_task
     from actors.job_actor import OUTPUT_FPS
 
-    board = storyboard_of(settings, job_id)
+    board = bench.rendered_work(settings, job_id)
     clips = [ClipPlan(clip_key=s["clip_key"], duration_s=s["duration_s"],
                       transition=s["transition"], caption=s["script"]) for s in board["scenes"]]
     width, height = board["output_size"]
@@ -115,7 +115,9 @@ def farm_path(settings, port: int, *, scenes: int, repeats: int, renderer_cpus: 
         last = {kind: max((bench.when(r["created_at"]) - created).total_seconds()
                           for r in rows if r["kind"] == kind)
                 for kind in ("image", "clip", "composite")}
-        db_marks = {"images": last["image"], "clips": last["clip"],
+        planner = min((bench.when(r["created_at"]) - created).total_seconds()
+                      for r in rows if r["kind"] == "planner")
+        db_marks = {"planner": planner, "images": last["image"], "clips": last["clip"],
                     "composite": last["composite"],
                     "completed": (bench.when(job["updated_at"]) - created).total_seconds()}
         jobs.append(FarmJob(run, booked["image"], booked["clip"], booked["composite"],
@@ -138,30 +140,6 @@ class DirectRun:
         return self.images + self.clips + self.encode + self.composite
 
 
-def storyboard_of(settings, job_id: str) -> dict:
-    """What the farm's job rendered: prompts, seeds, captions, transitions, durations, sizes."""
-    from actors.job_actor import _call_to_action
-    from actors.steps import scene_seed
-    from models.presets import apply_prompt_template, get_preset
-
-    job, scenes = bench.job_scenes(settings, job_id)
-    brief = job["brief"] if isinstance(job["brief"], dict) else json.loads(job["brief"])
-    style = brief.get("creative", {}).get("direction", {}).get("style")
-    preset = get_preset(job["preset"])
-    ratio = job["aspect_ratio"]
-    return {
-        "preset": preset,
-        "prompts": [apply_prompt_template(preset, s["image_prompt"], style) for s in scenes],
-        "raw_prompts": [s["image_prompt"] for s in scenes],
-        "seeds": [scene_seed(job["seed"], s["id"], s["version"]) for s in scenes],
-        "scenes": scenes,
-        "image_size": preset.image_size[ratio],
-        "clip_size": preset.clip_size[ratio],
-        "output_size": preset.output_size[ratio],
-        "cta": _call_to_action(SimpleNamespace(brief=brief)),
-    }
-
-
 def direct_once(image_model, clip_model, board: dict, workdir: Path) -> DirectRun:
     from actors.compositor import SceneClip, composite_video, encode_frames_to_mp4
     from actors.job_actor import OUTPUT_FPS
@@ -169,7 +147,8 @@ def direct_once(image_model, clip_model, board: dict, workdir: Path) -> DirectRu
     preset = board["preset"]
     (iw, ih), (cw, ch), (ow, oh) = board["image_size"], board["clip_size"], board["output_size"]
     started = time.perf_counter()
-    images = [image_model.render([prompt], [seed], iw, ih)[0]
+    negative = board["negative_prompt"]
+    images = [image_model.render([prompt], [seed], iw, ih, negative)[0]
               for prompt, seed in zip(board["prompts"], board["seeds"])]
     images_done = time.perf_counter()
     clips = [clip_model.render(image, seed, cw, ch, None, prompt)
@@ -246,7 +225,7 @@ def main() -> None:
         jobs, warmup_seconds, deploy_seconds, probe, cpu = farm_path(
             settings, port, scenes=args.scenes, repeats=args.repeats,
             renderer_cpus=args.renderer_cpus, poll_s=args.poll_ms / 1000)
-        board = storyboard_of(settings, jobs[0].run.job_id)
+        board = bench.rendered_work(settings, jobs[0].run.job_id)
         print("[direct] the same storyboard in this process ...", flush=True)
         direct_one = direct_path(image_model, clip_model, board, repeats=args.repeats, threads=1)
         direct_default = direct_path(image_model, clip_model, board, repeats=args.repeats,
@@ -296,14 +275,19 @@ def main() -> None:
     values = [f"{med([job.run.post_seconds for job in jobs]):.3f}"]
     for name, _ in _MARKS:
         seen = [job.phases[name] for job in jobs if name in job.phases]
-        values.append(f"{med(seen):.3f}" if seen else "-")
+        if not seen:
+            values.append("-")
+        else:  # a stage shorter than one poll is seen in some jobs only: say in how many
+            values.append(f"{med(seen):.3f}" + ("" if len(seen) == len(jobs)
+                                                else f" ({len(seen)}/{len(jobs)} jobs)"))
     values += [f"{med([job.image_s for job in jobs]):.3f}", f"{med([job.clip_s for job in jobs]):.3f}",
                f"{farm_composite:.3f}", "/".join(str(job.run.new_workers) for job in jobs)]
     bench.print_table(headers, [values])
-    marks = ["images", "clips", "composite", "completed"]
+    marks = ["planner", "images", "clips", "composite", "completed"]
     print()
-    print("Farm, database marks (medians, seconds after the job row was written): last image "
-          "row, last clip row, composite row, final job update")
+    print("Farm, database marks (medians, seconds after the job row was written): storyboard "
+          "rows (job actor up, planner done), last image row, last clip row, composite row, "
+          "final job update")
     bench.print_table(marks, [[f"{med([job.db_marks[m] for job in jobs]):.3f}" for m in marks]])
     print()
     clip_rows = jobs[len(jobs) // 2].clip_booked

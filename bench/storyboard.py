@@ -27,10 +27,9 @@ the end. Timings only, never assertions.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,6 +50,7 @@ class FarmResult:
     planner_done: list[float]         # POST -> "Rendering scene images (0/N)" first seen
     first_image: list[float]          # job row created -> first image row written (database)
     last_image: list[float]           # job row created -> last image row written (database)
+    planner_row: list[float] = field(default_factory=list)  # job row -> planner row (database)
     dry_run: float = 0.0              # median POST /jobs/dry-run round trip
     get_job: float = 0.0              # median GET /jobs/{id} round trip while polling
     db_write: float = 0.0             # median JobStore.set_progress (one commit), seconds
@@ -94,9 +94,12 @@ def farm_path(settings, port: int, *, replicas: int, scenes: int, repeats: int,
                         dry_run=dry_run, cpu=cpu,
                         get_job=bench.median([s for run in runs for s in run.get_seconds]))
     for run in runs:
-        rows = [row for row in bench.ledger(settings, run.job_id) if row["kind"] == "image"]
+        ledger = bench.ledger(settings, run.job_id)
+        rows = [row for row in ledger if row["kind"] == "image"]
         job, _ = bench.job_scenes(settings, run.job_id)
         created = bench.when(job["created_at"])
+        result.planner_row.append(min((bench.when(row["created_at"]) - created).total_seconds()
+                                      for row in ledger if row["kind"] == "planner"))
         stamps = sorted((bench.when(row["created_at"]) - created).total_seconds() for row in rows)
         result.model_seconds.append(sum(row["seconds"] for row in rows))
         result.batches.append(_batch_sizes(rows))
@@ -109,35 +112,23 @@ def farm_path(settings, port: int, *, replicas: int, scenes: int, repeats: int,
     return result
 
 
-def prompts_of(settings, job_id: str) -> tuple[list[str], list[int], tuple[int, int]]:
-    """The exact prompts, seeds and size the farm rendered for this job."""
-    from actors.steps import scene_seed
-    from models.presets import apply_prompt_template, get_preset
-
-    job, scenes = bench.job_scenes(settings, job_id)
-    brief = job["brief"] if isinstance(job["brief"], dict) else json.loads(job["brief"])
-    style = brief.get("creative", {}).get("direction", {}).get("style")
-    preset = get_preset(job["preset"])
-    prompts = [apply_prompt_template(preset, s["image_prompt"], style) for s in scenes]
-    seeds = [scene_seed(job["seed"], s["id"], s["version"]) for s in scenes]
-    return prompts, seeds, preset.image_size[job["aspect_ratio"]]
-
-
-def direct_path(model, prompts: list[str], seeds: list[int], size: tuple[int, int], *,
-                repeats: int, threads: int, batch: int = 1) -> list[float]:
+def direct_path(model, work: dict, *, repeats: int, threads: int,
+                batch: int = 1) -> list[float]:
     """Seconds of R loops over the prompts (``batch`` prompts per call), after a warm-up call."""
     import torch
 
+    prompts, seeds, negative = work["prompts"], work["seeds"], work["negative_prompt"]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        width, height = size
-        model.render(prompts[:batch], seeds[:batch], width, height)  # warm-up, not timed
+        width, height = work["image_size"]
+        model.render(prompts[:batch], seeds[:batch], width, height, negative)  # warm-up
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
             for index in range(0, len(prompts), batch):
-                model.render(prompts[index:index + batch], seeds[index:index + batch], width, height)
+                model.render(prompts[index:index + batch], seeds[index:index + batch], width,
+                             height, negative)
             times.append(time.perf_counter() - started)
         return times
     finally:
@@ -178,13 +169,15 @@ def main() -> None:
         print(f"[farm, 1 image replica] {args.repeats} jobs of {args.scenes} scenes ...", flush=True)
         one = farm_path(settings, port, replicas=1, scenes=args.scenes, repeats=args.repeats,
                         renderer_cpus=args.renderer_cpus, poll_s=args.poll_ms / 1000)
-        prompts, seeds, size = prompts_of(settings, one.runs[0].job_id)
+        work = bench.rendered_work(settings, one.runs[0].job_id)
+        size = work["image_size"]
         print("[direct] rendering the same prompts in this process ...", flush=True)
-        direct_default = direct_path(model, prompts, seeds, size, repeats=args.repeats,
-                                     threads=default_threads)
-        direct_one = direct_path(model, prompts, seeds, size, repeats=args.repeats, threads=1)
-        direct_batched = direct_path(model, prompts, seeds, size, repeats=args.repeats,
-                                     threads=1, batch=4)
+        direct_default = direct_path(model, work, repeats=args.repeats, threads=default_threads)
+        direct_one = direct_path(model, work, repeats=args.repeats, threads=1)
+        direct_batched = direct_path(model, work, repeats=args.repeats, threads=1, batch=4)
+        first_four = model.render(work["prompts"][:4], work["seeds"][:4], *size,
+                                  work["negative_prompt"])
+        pixel_gap = bench.same_pixels(settings, work, first_four[0])
         print(f"[farm, 2 image replicas] {args.repeats} jobs of {args.scenes} scenes ...",
               flush=True)
         two = farm_path(settings, port, replicas=2, scenes=args.scenes, repeats=args.repeats,
@@ -230,6 +223,7 @@ def main() -> None:
             f"{result.dry_run:.3f}",
             f"{result.db_write * 1000:.1f} ms",
             f"{med([r.post_seconds for r in result.runs]):.3f}",
+            f"{med(result.planner_row):.3f}",
             f"{med(result.planner_done):.3f}",
             f"{med(result.first_image):.3f}",
             f"{med(result.last_image):.3f}",
@@ -240,19 +234,23 @@ def main() -> None:
             f"{result.warmup_seconds:.2f}",
             f"{result.deploy_seconds:.1f}",
         ])
-    bench.print_table(["farm", "GET job", "dry-run", "DB write", "POST", "planned", "1st image", "last image", "ready",
+    bench.print_table(["farm", "GET job", "dry-run", "DB write", "POST", "planner row", "planned", "1st image", "last image", "ready",
                        "model s (sum)", "batches per job", "new workers", "warm-up job", "deploy"], rows)
     print("  GET job: one poll's round trip. dry-run: POST /jobs/dry-run (HTTP, auth, validation, "
           "no row, no actor). POST: POST /jobs (row + job actor created and poked).")
     print("  DB write: one JobStore.set_progress (session, UPDATE, commit) on the job's SQLite "
           "file; the actor makes 2 such transactions per scene image (record_image, set_progress).")
-    print("  planned: first poll showing 'Rendering scene images (0/N)' (POST and the offline "
-          "planner done), seconds after the POST started.")
+    print("  planner row: database time from the job row to the storyboard's rows (the job "
+          "actor started and the offline planner ran).")
+    print("  planned: first poll showing 'Rendering scene images (0/N)', seconds after the POST "
+          "started.")
     print("  1st/last image: database time of the first/last image row after the job row. "
           "model s: the replicas' own pipeline seconds, summed over the job's images")
     print("  (two replicas render at the same time, so their sum can exceed the wall time). "
           "new workers: Ray worker processes started per job.")
     print("  warm-up job: the untimed first job after deploying (cold worker, first call).")
+    print(f"  same work: the farm's image of scene 0 and the direct render of it differ by at "
+          f"most {pixel_gap}/255 per channel (same prompt, negative prompt, seed, size).")
     print(f"  direct path: model load {load_seconds:.2f} s excluded; polls every {args.poll_ms:g} "
           f"ms; renderer replicas num_cpus={args.renderer_cpus:g}.")
     for result in (one, two):
