@@ -4,6 +4,7 @@ the job actor's; these functions change rows and then tell the actor."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from enum import Enum
 from typing import Any
@@ -75,11 +76,13 @@ async def validate_references(session: AsyncSession, owner: str, body: JobCreate
 
 async def create_job(*, session: AsyncSession, settings: Settings, owner: str, body: JobCreate,
                      idempotency_key: str | None) -> tuple[Job, bool]:
-    """Returns ``(job, created)``; a retried request with the same key returns the first job."""
+    """Returns ``(job, created)``; a retried request with the same key returns the first job,
+    and the same key with a different body is a 409 (it is a client bug, not a retry)."""
+    request_hash = hashlib.sha256(body.model_dump_json(by_alias=True).encode()).hexdigest()
     if idempotency_key:
         existing = await _job_by_idempotency_key(session, owner, idempotency_key)
         if existing:
-            return existing, False
+            return _same_request(existing, request_hash), False
     context = await validate_references(session, owner, body)
     plan = resolve_plan(settings, body.advanced)
     active = await session.scalar(select(func.count()).select_from(Job).where(
@@ -100,7 +103,7 @@ async def create_job(*, session: AsyncSession, settings: Settings, owner: str, b
               seed=body.advanced.seed if body.advanced.seed is not None else random.randrange(2**31),
               progress=progress("queued", 0, "Waiting for a job actor"),
               estimated_cost=quote["estimatedCost"], cost_breakdown=quote["breakdown"],
-              idempotency_key=idempotency_key)
+              idempotency_key=idempotency_key, request_hash=request_hash)
     session.add(job)
     try:
         await session.commit()
@@ -110,8 +113,15 @@ async def create_job(*, session: AsyncSession, settings: Settings, owner: str, b
         existing = await _job_by_idempotency_key(session, owner, idempotency_key or "")
         if existing is None:
             raise
-        return existing, False
+        return _same_request(existing, request_hash), False
     return job, True
+
+
+def _same_request(job: Job, request_hash: str) -> Job:
+    if job.request_hash and job.request_hash != request_hash:
+        raise APIError(409, "This Idempotency-Key was already used for a different request; "
+                       "use a new key for a new job", "idempotency_key_reused")
+    return job
 
 
 async def _job_by_idempotency_key(session: AsyncSession, owner: str, key: str) -> Job | None:

@@ -77,6 +77,8 @@ class Job(OwnedMixin, Base):
     cost_breakdown: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     actual_cost: Mapped[float | None] = mapped_column(Float)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # sha256 of the create request, so a key replayed with another body is refused.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     video_key: Mapped[str | None] = mapped_column(String(255))
     thumbnail_key: Mapped[str | None] = mapped_column(String(255))
     video_duration_s: Mapped[float | None] = mapped_column(Float)

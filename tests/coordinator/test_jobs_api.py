@@ -68,6 +68,9 @@ def test_idempotency_key_makes_one_job(alice):
     assert first.json()["data"]["id"] == again.json()["data"]["id"]
     other = alice.post("/api/v3/jobs", json=body, headers={"Idempotency-Key": "order-43"})
     assert other.json()["data"]["id"] != first.json()["data"]["id"]
+    changed = job_body(client["id"], sceneCount=2, durationSeconds=6)
+    reused = alice.post("/api/v3/jobs", json=changed, headers={"Idempotency-Key": "order-42"})
+    assert reused.status_code == 409 and reused.json()["code"] == "idempotency_key_reused"
     assert alice.get("/api/v3/jobs").json()["meta"]["total"] == 2
 
 
