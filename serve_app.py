@@ -1,64 +1,55 @@
-"""Ray Serve entry point: ``serve run serve_app:app`` (or ``serve deploy serve_config.yaml``).
+"""Ray Serve entry point: ``serve run serve_app:app`` (local) or ``serve deploy serve_config.yaml``
+(a cluster; the config passes ``profile: cluster``).
 
-The topology lives here: the FastAPI ingress with the image and clip renderers bound into it.
-Replica counts, resources and autoscaling live in ``serve_config.yaml``. The ingress app is
-built on its replica (not pickled from the driver), so each replica opens its own database
-engine and object-store client.
+The topology lives here: the API ingress (``coordinator.ingress``) with the image and clip
+renderers bound into it. Replica counts, resources and batching come from ``actors.placement``,
+the one place for them. Importing this module loads nothing heavy: the renderer classes (which
+pull in torch and diffusers) are imported only when the application is built.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ray import serve
 from ray.serve import Application
 
-from actors.clip_renderer import ClipRenderer
-from actors.image_renderer import ImageRenderer
-from actors.resources import renderer_actor_options
-from coordinator.app import create_app
 from coordinator.settings import Settings, get_settings
-from models.presets import GPU_PRESET, TINY_PRESET
 
 
-@serve.deployment(name="Api", num_replicas=1, ray_actor_options={"num_cpus": 0})
-@serve.ingress()
-class Api:
-    def __init__(self, settings: Settings, images: Any, clips: Any) -> None:
-        from actors.facade import RayJobRunner
+def build_app(settings: Settings, *, profile: str = "local", render_gpus: float | None = None,
+              **overrides: Any) -> Application:
+    """The whole service as one Serve application.
 
-        self.settings = settings
-        self.runner = RayJobRunner(settings, images, clips)
-
-    def __serve_build_asgi_app__(self):
-        # build_app already migrated the database before any replica started.
-        return create_app(self.settings, job_runner=self.runner, migrate=False)
-
-
-def build_app(settings: Settings, *, image_replicas: int = 1, clip_replicas: int = 1,
-              renderer_cpus: float = 1.0) -> Application:
-    """The whole service as one Serve application."""
+    ``overrides`` replace deployment options per deployment, e.g.
+    ``{"ImageRenderer": {"num_replicas": 2}}`` (tests and benchmarks use this).
+    """
+    from actors.clip_renderer import ClipRenderer
+    from actors.image_renderer import ImageRenderer
+    from actors.placement import make_placement
+    from coordinator.cluster_checks import check_cluster_settings
     from coordinator.db.migrate import upgrade_database
+    from coordinator.ingress import Api
 
+    check_cluster_settings(settings)
     # Migrate once here, before replicas start, so they never race on it.
     upgrade_database(settings)
+    placement = make_placement(profile, render_gpus=render_gpus)  # type: ignore[arg-type]
+    options = {name: {**opts, **overrides.get(name, {})}
+               for name, opts in placement.deployments.items()}
     models_dir = str(settings.models_dir)
-    options = renderer_actor_options(renderer_cpus)
-    if not settings.renderfarm_default_preset:
-        # Decided by where the renderers run, not by whichever node the API lands on.
-        default = GPU_PRESET if options.get("num_gpus") else TINY_PRESET
-        settings = settings.model_copy(update={"renderfarm_default_preset": default})
-    images = ImageRenderer.options(num_replicas=image_replicas,
-                                   ray_actor_options=options).bind(models_dir)
-    clips = ClipRenderer.options(num_replicas=clip_replicas,
-                                 ray_actor_options=options).bind(models_dir)
-    return Api.bind(settings, images, clips)
+    images = ImageRenderer.options(**options["ImageRenderer"]).bind(models_dir)
+    clips = ClipRenderer.options(**options["ClipRenderer"]).bind(models_dir)
+    return Api.options(**options["Api"]).bind(settings, images, clips, placement)
 
 
 def app(args: dict[str, str] | None = None) -> Application:
-    """The application builder ``serve run serve_app:app`` calls (with ``key=value`` arguments
-    such as ``image_replicas=2``). A builder, so importing this module has no side effects."""
-    args = args or {}
-    return build_app(get_settings(), image_replicas=int(args.get("image_replicas", 1)),
-                     clip_replicas=int(args.get("clip_replicas", 1)),
-                     renderer_cpus=float(args.get("renderer_cpus", 1.0)))
+    """The application builder ``serve run serve_app:app`` and ``serve deploy`` call, with
+    ``key=value`` arguments: ``profile`` (local or cluster) and ``render_gpus`` (GPUs per
+    renderer replica; 0 runs the cluster profile on machines without GPUs)."""
+    args = dict(args or {})
+    gpus = args.pop("render_gpus", None)
+    unknown = set(args) - {"profile"}
+    if unknown:
+        raise ValueError(f"unknown application arguments: {', '.join(sorted(unknown))}")
+    return build_app(get_settings(), profile=args.get("profile", "local"),
+                     render_gpus=float(gpus) if gpus not in (None, "") else None)

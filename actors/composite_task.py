@@ -1,5 +1,6 @@
-"""Compositing as a Ray task: it gets a CPU of its own from the scheduler (the job actor asks
-for none) and can be stopped with ``ray.cancel``, which ends ffmpeg too."""
+"""Compositing as a Ray task: it gets CPU of its own from the scheduler (the job actor asks
+for none; how much, and on which nodes, is ``actors.placement``'s call) and can be stopped with
+``ray.cancel``, which ends ffmpeg too."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class CompositeOutput:
     seconds: float  # wall time of compositing, for the cost ledger
 
 
-@ray.remote(num_cpus=1, max_retries=0)
+@ray.remote(max_retries=0)
 def composite_task(settings: Settings, clips: list[ClipPlan], cta: CallToActionCard, *,
                    width: int, height: int, fps: int) -> CompositeOutput:
     """Downloads the scene clips, composites the ad (see ``actors.compositor``), and returns the

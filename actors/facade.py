@@ -14,21 +14,39 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.job_actor import ACTOR_NAMESPACE, JobActor, actor_name
+from actors.placement import Placement
 from coordinator.db.models import Job, Scene
 from coordinator.job_states import PROCESSING, JobStatus, SceneStatus
 from coordinator.settings import Settings
+from models.presets import GPU_PRESET
 
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 2.0
+DEFAULT_PRESET_WAIT_S = 2.0
 
 
 class RayJobRunner:
-    def __init__(self, settings: Settings, images: Any, clips: Any):
+    def __init__(self, settings: Settings, images: Any, clips: Any, placement: Placement):
         self.settings = settings
         self.images = images
         self.clips = clips
+        self.placement = placement
         self._pokes: set[asyncio.Task] = set()  # strong references until they finish
+        self._default_preset: str | None = None
+
+    async def default_preset(self) -> str | None:
+        """The preset the image renderers chose where they run (asked once, then remembered).
+        While no renderer answers (GPU nodes still starting), the GPU preset if renderers ask
+        for GPUs, else None (the caller falls back to ``tiny``)."""
+        if self._default_preset is None:
+            try:
+                self._default_preset = await asyncio.wait_for(
+                    self.images.default_preset.remote(), DEFAULT_PRESET_WAIT_S)
+            except Exception:  # not up yet, or not placeable: decide without it this time
+                log.info("no image renderer answered for the default preset yet")
+                return GPU_PRESET if self.placement.render_gpus > 0 else None
+        return self._default_preset
 
     def _actor(self, job_id: str):  # noqa: ANN202
         try:
@@ -37,8 +55,9 @@ class RayJobRunner:
         except ValueError:
             # get_if_exists settles a race between two replicas creating the same actor.
             return JobActor.options(name=actor_name(job_id), namespace=ACTOR_NAMESPACE,
-                                    lifetime="detached", get_if_exists=True).remote(
-                job_id, self.settings, self.images, self.clips)
+                                    lifetime="detached", get_if_exists=True,
+                                    **self.placement.job_actor).remote(
+                job_id, self.settings, self.images, self.clips, self.placement)
 
     async def poke(self, job_id: str) -> None:
         """Has the job's actor look at the job's row, in the background: starting a new actor

@@ -31,8 +31,14 @@ class ImageRenderer:
         self._render_seconds = metrics.Histogram(
             "renderfarm_image_batch_seconds", "Wall time of one batched image render",
             boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60], tag_keys=("preset",))
-        for name in preload or [default_preset_name()]:
+        # Decided here, where the renderer runs (CUDA or not), and told to the API on request.
+        self._default_preset = default_preset_name()
+        for name in preload or [self._default_preset]:
             self.models.load_now(name)
+
+    def default_preset(self) -> str:
+        """The preset of jobs that name none: the GPU preset where CUDA is, else ``tiny``."""
+        return self._default_preset
 
     async def render(self, request: ImageRequest) -> ImageResult:
         """One scene image. Concurrent calls are batched (see ``_render_batch``)."""

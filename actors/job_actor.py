@@ -21,6 +21,7 @@ from actors.composite_task import ClipPlan, CompositeOutput, composite_task
 from actors.compositor import CallToActionCard, CompositorError
 from actors.job_store import JobStore
 from actors.messages import ClipRequest, ImageRequest
+from actors.placement import Placement
 from coordinator import pricing
 from coordinator.db.base import utcnow
 from coordinator.db.models import Job, Scene
@@ -58,10 +59,12 @@ def _finished_counter():  # noqa: ANN202
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class JobActor:
-    def __init__(self, job_id: str, settings: Settings, images: Any, clips: Any):
+    def __init__(self, job_id: str, settings: Settings, images: Any, clips: Any,
+                 placement: Placement):
         """Starts driving the job at once, also when Ray restarts this actor after a crash."""
         self.job_id = job_id
         self.settings = settings
+        self.placement = placement
         self.images = images
         self.clips = clips
         self.jobs = JobStore(settings, job_id)
@@ -292,8 +295,8 @@ class JobActor:
                                               "Compositing the clips"))
         clips = [ClipPlan(clip_key=s.clip_key, duration_s=s.duration_s, transition=s.transition,
                           caption=s.script) for s in scenes]
-        ref = composite_task.remote(self.settings, clips, _call_to_action(job), width=width,
-                                    height=height, fps=OUTPUT_FPS)
+        ref = composite_task.options(**self.placement.composite).remote(
+            self.settings, clips, _call_to_action(job), width=width, height=height, fps=OUTPUT_FPS)
         try:
             output: CompositeOutput = await ref
         except asyncio.CancelledError:

@@ -133,8 +133,9 @@ def deploy(settings, port: int, *, image_replicas: int = 1, clip_replicas: int =
     from serve_app import build_app
 
     started = time.perf_counter()
-    app = build_app(settings, image_replicas=image_replicas, clip_replicas=clip_replicas,
-                    renderer_cpus=renderer_cpus)
+    cpus = {"ray_actor_options": {"num_cpus": renderer_cpus}}
+    app = build_app(settings, ImageRenderer={"num_replicas": image_replicas, **cpus},
+                    ClipRenderer={"num_replicas": clip_replicas, **cpus})
     serve.run(app, name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -5,21 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from coordinator.settings import get_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # `serve run` starts a local Ray (dashboard on :8265) and blocks, serving on 127.0.0.1:8000.
-    target = args.config or "serve_app:app"
-    # The `serve` CLI installed beside this interpreter (the venv's), whatever PATH says.
-    serve_cli = str(Path(sys.executable).parent / "serve")
-    argv = [serve_cli, "run", target]
-    if not args.config:
-        argv += ["--route-prefix", "/"]
-    os.execvp(argv[0], argv)
-    return 0  # not reached
+    from coordinator.local_service import run_local_service
+
+    return run_local_service(host=args.host, port=args.port, dashboard_port=args.dashboard_port)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -45,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="renderfarm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the API and renderers on Ray Serve")
-    serve.add_argument("--config", help="a Serve config file (e.g. serve_config.yaml)")
+    serve = commands.add_parser("serve", help="run the API and renderers on a local Ray")
+    serve.add_argument("--host", default=os.environ.get("RENDERFARM_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("RENDERFARM_PORT", 8000)))
+    serve.add_argument("--dashboard-port", type=int,
+                       default=int(os.environ.get("RENDERFARM_DASHBOARD_PORT", 8265)))
     serve.set_defaults(func=_serve)
 
     db = commands.add_parser("db", help="database maintenance")

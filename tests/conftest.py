@@ -281,8 +281,9 @@ def deploy_farm(ray_session, settings: Settings, *, app_name: str, image_replica
     from serve_app import build_app
 
     os.environ["RENDERFARM_RENDER_GPUS"] = "0"
-    application = build_app(settings, image_replicas=image_replicas, clip_replicas=clip_replicas,
-                            renderer_cpus=0.25)
+    # The default local placement, as `scripts/serve` gets it, with only the replica counts set.
+    application = build_app(settings, ImageRenderer={"num_replicas": image_replicas},
+                            ClipRenderer={"num_replicas": clip_replicas})
     serve.run(application, name=app_name, route_prefix="/")
     url = f"http://127.0.0.1:{ray_session['port']}"
     wait_until(lambda: httpx.get(url + "/health", timeout=5).status_code == 200, timeout=60,

@@ -23,10 +23,11 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 @router.post("/dry-run", response_model=Envelope[CostEstimate])
 async def estimate_cost(body: JobCreate, session: SessionDep, user: CurrentUser,
-                        settings: SettingsDep):
+                        settings: SettingsDep, runner: JobRunnerDep):
     """What the job would cost, valid until the end of the UTC day. Nothing is stored."""
     await crud.validate_references(session, user, body)
-    return ok(crud.quote_for(settings, crud.resolve_plan(settings, body.advanced)))
+    plan = crud.resolve_plan(settings, body.advanced, await runner.default_preset())
+    return ok(crud.quote_for(settings, plan))
 
 
 @router.post("", response_model=Envelope[JobSummary], status_code=201)
@@ -36,7 +37,8 @@ async def create_job(body: JobCreate, response: Response, session: SessionDep, u
     """Creates a job and starts its actor. Retrying with the same ``Idempotency-Key`` returns
     the job the first request made (200 instead of 201)."""
     job, created = await crud.create_job(session=session, settings=settings, owner=user,
-                                         body=body, idempotency_key=idempotency_key)
+                                         body=body, idempotency_key=idempotency_key,
+                                         default_preset=await runner.default_preset())
     if created:
         await runner.poke(job.id)
     else:

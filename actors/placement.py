@@ -1,0 +1,131 @@
+"""Where the farm's work runs and what it asks the scheduler for: the one place for every
+replica count, resource request and batching knob.
+
+Two profiles, because the two ways people run the farm need different things:
+
+- ``local`` (``scripts/serve``, ``serve run serve_app:app``): one machine. Everything the farm
+  schedules must fit the CPUs the local Ray has, so the renderers and the compositing task take
+  fractions of them. A renderer asks for a GPU only when this machine has one.
+- ``cluster`` (``serve deploy serve_config.yaml`` after ``ray up cluster.yaml``): renderers take
+  one GPU each, so only GPU nodes hold them, and scale with load. The API, job actors and
+  compositing ask for a sliver of the ``coordinator`` resource, which only the nodes that
+  ``cluster.yaml`` marks (the head) advertise, so they never land on a GPU node.
+
+A resource request is only added when some node of the cluster offers it: a laptop's Ray has
+no ``coordinator`` resource, and asking for one there would wait forever.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Profile = Literal["local", "cluster"]
+PROFILES: tuple[str, ...] = ("local", "cluster")
+
+COORDINATOR_RESOURCE = "coordinator"
+# Small enough that a head node advertising 1000 holds a million job actors: this only places.
+COORDINATOR_SLIVER = 0.001
+RENDER_GPUS_ENV = "RENDERFARM_RENDER_GPUS"
+CPU_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the scheduler is asked for: Serve deployment options per deployment, and Ray
+    options for the per-job actors and the compositing task. Picklable: the job actors get it."""
+
+    profile: Profile
+    render_gpus: float
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job_actor: dict[str, Any] = field(default_factory=dict)
+    composite: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def renderer_resources(self) -> dict[str, float]:
+        """What one renderer replica needs from a node, in the scheduler's terms (for telling
+        whether any node could ever hold one)."""
+        options = self.deployments["ImageRenderer"]["ray_actor_options"]
+        wanted = {"CPU": float(options.get("num_cpus", 0)), "GPU": float(options.get("num_gpus", 0))}
+        wanted.update(options.get("resources", {}))
+        return {name: amount for name, amount in wanted.items() if amount > 0}
+
+
+def make_placement(profile: Profile = "local", *, render_gpus: float | None = None,
+                   cluster_resources: dict[str, float] | None = None) -> Placement:
+    """The placement for ``profile`` on the cluster this process is connected to.
+
+    ``render_gpus`` (or ``$RENDERFARM_RENDER_GPUS``) forces GPUs per renderer replica, e.g. 0 to
+    run the cluster profile on machines without GPUs; otherwise the cluster profile asks for one
+    GPU and the local profile asks for one only where this machine has CUDA.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    resources = cluster_resources if cluster_resources is not None else _cluster_resources()
+    gpus = _render_gpus(profile, render_gpus)
+    cpus = max(resources.get("CPU", 0.0), 1.0)
+    pinned = ({"resources": {COORDINATOR_RESOURCE: COORDINATOR_SLIVER}}
+              if resources.get(COORDINATOR_RESOURCE) else {})
+    # A renderer and the compositing task each take a quarter of the CPUs, at most one: two
+    # renderers and a compositing task fit together on any machine (on 2 cores, 0.5 each).
+    # With a GPU, the CPU request covers the replica's host work (decode, encode, batching).
+    cpu_share = min(1.0, round(max(cpus * CPU_SHARE, 0.05), 2))
+    renderer = {"num_gpus": gpus, "num_cpus": cpu_share} if gpus > 0 else {"num_cpus": cpu_share}
+    if profile == "local":
+        deployments = {
+            "Api": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0, **pinned}},
+            "ImageRenderer": {"num_replicas": 1, "max_ongoing_requests": 32,
+                              "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
+                              "ray_actor_options": dict(renderer)},
+            # Clips run one at a time on a replica; a short queue there keeps waiting work in
+            # Serve's router, where another replica can take it.
+            "ClipRenderer": {"num_replicas": 1, "max_ongoing_requests": 2,
+                             "ray_actor_options": dict(renderer)},
+        }
+    else:
+        deployments = {
+            "Api": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0, **pinned}},
+            "ImageRenderer": {"max_ongoing_requests": 32,
+                              "user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
+                              "autoscaling_config": {"min_replicas": 1, "max_replicas": 8,
+                                                     "target_ongoing_requests": 8},
+                              "ray_actor_options": dict(renderer)},
+            "ClipRenderer": {"max_ongoing_requests": 2,
+                             "autoscaling_config": {"min_replicas": 1, "max_replicas": 16,
+                                                    "target_ongoing_requests": 1},
+                             "ray_actor_options": dict(renderer)},
+        }
+    return Placement(
+        profile=profile, render_gpus=gpus, deployments=deployments,
+        # Job actors wait on I/O and other actors; they take no CPU so any number fit.
+        job_actor={"num_cpus": 0, **pinned},
+        composite={"num_cpus": cpu_share, **pinned},
+    )
+
+
+def _render_gpus(profile: Profile, forced: float | None) -> float:
+    if forced is None and os.environ.get(RENDER_GPUS_ENV, "").strip():
+        forced = float(os.environ[RENDER_GPUS_ENV])
+    if forced is not None:
+        if forced < 0:
+            raise ValueError(f"{RENDER_GPUS_ENV} must be >= 0")
+        return float(forced)
+    if profile == "cluster":
+        return 1.0
+    return 1.0 if _local_cuda() else 0.0
+
+
+def _local_cuda() -> bool:
+    # Imported here only: the API process must not pay for torch to decide this.
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cluster_resources() -> dict[str, float]:
+    import ray
+
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
+    return {"CPU": float(os.cpu_count() or 1)}
