@@ -44,7 +44,8 @@ async def refuse_if_rendering(session: AsyncSession, *where: object, what: str) 
     regenerating = select(Scene.job_id).where(Scene.status == SceneStatus.REGENERATING.value)
     busy = await session.scalar(select(func.count()).select_from(Job).where(
         *where, or_(Job.status.in_([status.value for status in PROCESSING]),
-                    Job.id.in_(regenerating))))
+                    # Only a job under review regenerates; a finished job's scene row is history.
+                    (Job.status == JobStatus.STORYBOARD_READY.value) & Job.id.in_(regenerating))))
     if busy:
         raise APIError(409, f"The {what} has {busy} job(s) still processing; cancel them first",
                        "jobs_in_progress")

@@ -9,7 +9,8 @@ import random
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,10 +18,11 @@ from coordinator import pricing
 from coordinator.crud.campaigns import require_own_campaign, require_own_client
 from coordinator.crud.common import fetch_page
 from coordinator.db.base import utcnow
-from coordinator.db.models import Asset, Job, Scene
+from coordinator.db.models import Asset, Job, JobCreationLock, Scene
 from coordinator.deps import Page
 from coordinator.envelope import APIError
-from coordinator.job_states import PROCESSING, TERMINAL, JobStatus, SceneStatus, transition
+from coordinator.job_states import (PROCESSING, TERMINAL, IllegalTransition, JobStatus,
+                                     SceneStatus, transition)
 from coordinator.progress import REVIEW_PERCENT, progress
 from coordinator.schemas.jobs import CTA_CARD_SECONDS, AdvancedOptions, JobCreate, SceneUpdate
 from coordinator.settings import Settings
@@ -85,9 +87,17 @@ async def create_job(*, session: AsyncSession, settings: Settings, owner: str, b
             return _same_request(existing, request_hash), False
     context = await validate_references(session, owner, body)
     plan = resolve_plan(settings, body.advanced)
+    # From here to the commit, this user's other creations wait: the count stays true.
+    await _lock_job_creation(session, owner)
+    if idempotency_key:
+        existing = await _job_by_idempotency_key(session, owner, idempotency_key)
+        if existing:  # a retry that waited for the lock behind its first attempt
+            await session.commit()  # releases the lock and, unlike a rollback, keeps the row loaded
+            return _same_request(existing, request_hash), False
     active = await session.scalar(select(func.count()).select_from(Job).where(
         Job.owner_id == owner, Job.status.in_([s.value for s in PROCESSING])))
     if active >= settings.max_active_jobs_per_user:
+        await session.rollback()  # releases the lock
         raise APIError(429, f"You already have {active} jobs processing (the limit is "
                        f"{settings.max_active_jobs_per_user}); wait for one to finish or cancel it",
                        "too_many_active_jobs")
@@ -115,6 +125,18 @@ async def create_job(*, session: AsyncSession, settings: Settings, owner: str, b
             raise
         return _same_request(existing, request_hash), False
     return job, True
+
+
+async def _lock_job_creation(session: AsyncSession, owner: str) -> None:
+    """Takes the user's job-creation lock for the rest of the transaction: an upsert of their
+    lock row. PostgreSQL row-locks it (a concurrent upsert of the same key waits, even for a
+    row not yet committed); SQLite takes its database write lock, and as nothing was read in
+    this transaction before, no stale snapshot is kept. Either way the active-job count that
+    follows sees every job committed by whoever held the lock before."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(JobCreationLock).values(owner_id=owner, locked_at=utcnow())
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=[JobCreationLock.owner_id], set_={"locked_at": statement.excluded.locked_at}))
 
 
 def _same_request(job: Job, request_hash: str) -> Job:
@@ -215,6 +237,21 @@ async def approve_job(*, session: AsyncSession, job: Job) -> Job:
 
 
 async def cancel_job(*, session: AsyncSession, job: Job) -> Job:
+    """Cancels the job and, in the same transaction, ends any scene regeneration it had
+    asked for: no actor will finish it, and a scene left ``regenerating`` would look busy
+    for good."""
+    job = await lock_job(session, job.id)
+    if JobStatus(job.status) in TERMINAL:
+        status = job.status
+        await session.rollback()
+        raise IllegalTransition(status, JobStatus.CANCELLED, "cancel")
+    await session.execute(update(Scene).where(
+        Scene.job_id == job.id, Scene.status == SceneStatus.REGENERATING.value).values(
+        # The scene keeps its last image if it has one; that is where it stood before.
+        status=case((Scene.image_key.is_not(None), SceneStatus.IMAGE_READY.value),
+                    else_=SceneStatus.PENDING.value),
+        regenerate_feedback=None, updated_at=utcnow()).execution_options(synchronize_session=False))
+    # ``transition`` commits the scenes with the status; the job lock means it cannot miss.
     return await transition(session, job, JobStatus.CANCELLED, action="cancel",
                             progress=progress("cancelled", job_percent(job), "Cancelled"))
 

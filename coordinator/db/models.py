@@ -123,3 +123,14 @@ class RenderUsage(Base):
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobCreationLock(Base):
+    """One row per user, written at the start of every job creation: the write lock on it
+    serialises a user's creations (across API replicas too), so the active-job count and the
+    insert that follows it cannot interleave with another request's."""
+
+    __tablename__ = "job_creation_locks"
+
+    owner_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    locked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
