@@ -1,15 +1,25 @@
-"""Helpers for job tests: a brief, polling like the spec's frontend, reading images, the ledger."""
+"""Helpers for job tests: a brief, polling like the spec's frontend, reading images, the ledger,
+putting a job into any state without Ray, and which job actor incarnations ran a job."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
+from typing import Any
 
 import httpx
 from PIL import Image
 from sqlalchemy import create_engine, text
 
+from actors import steps
+from actors.job_store import JobStore
+from coordinator.db.base import utcnow
+from coordinator.db.models import Job
+from coordinator.job_states import JobStatus
+from coordinator.planner import plan_storyboard
 from coordinator.settings import Settings
+from coordinator.storage import ObjectStore, make_object_store
 from tests.conftest import create_client
 
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -96,6 +106,113 @@ def renders_per_scene(settings: Settings, job_id: str, kind: str) -> dict[str, i
         if row["kind"] == kind:
             counts[row["scene_id"]] = counts.get(row["scene_id"], 0) + 1
     return counts
+
+
+def database_rows(settings: Settings, job_id: str) -> dict[str, Any]:
+    """Everything stored about a job, read straight from the database: its row, its scenes'
+    rows and its ledger (to show a refused request changed nothing, ``updated_at`` included)."""
+    engine = create_engine(settings.sync_database_url)
+    try:
+        with engine.connect() as conn:
+            def rows(sql: str) -> list[dict]:
+                return [dict(row._mapping) for row in conn.execute(text(sql), {"job": job_id})]
+
+            return {"job": rows("SELECT * FROM jobs WHERE id = :job"),
+                    "scenes": rows("SELECT * FROM scenes WHERE job_id = :job ORDER BY scene_idx"),
+                    "usage": rows("SELECT * FROM render_usage WHERE job_id = :job ORDER BY id")}
+    finally:
+        engine.dispose()
+
+
+def job_object_keys(settings: Settings, job_id: str) -> set[str]:
+    """The stored objects under the job's prefix, listed from the object store itself."""
+    prefix = f"jobs/{job_id}/"
+    if settings.s3_bucket:
+        store = make_object_store(settings)
+        listing = store.client.list_objects_v2(Bucket=settings.s3_bucket, Prefix=prefix)
+        return {item["Key"] for item in listing.get("Contents", [])}
+    root = settings.objects_dir
+    return {str(p.relative_to(root)) for p in (root / prefix).rglob("*") if p.is_file()}
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 120, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def _advance(settings: Settings, job_id: str, target: JobStatus) -> None:
+    objects = make_object_store(settings)
+    store = JobStore(settings, job_id)
+    try:
+        job = await store.job()
+        assert job is not None and job.status == JobStatus.PENDING.value, "start from a new job"
+        if target == JobStatus.CANCELLED:  # cancelled under review, with its scenes
+            await _write_up_to(store, objects, settings, job, JobStatus.STORYBOARD_READY)
+            await store.transition(JobStatus.CANCELLED)
+        elif target == JobStatus.FAILED:  # failed while rendering the video
+            await _write_up_to(store, objects, settings, job, JobStatus.VIDEO_PROCESSING)
+            await store.fail("Rendering the clip of scene 0 failed: out of memory", "render_failed")
+        else:
+            await _write_up_to(store, objects, settings, job, target)
+    finally:
+        await store.close()
+
+
+async def _write_up_to(store: JobStore, objects: ObjectStore, settings: Settings, job: Job,
+                       target: JobStatus) -> None:
+    """The job actor's own writes, in its order, up to ``target``. A storyboard still
+    processing has its scenes and the first scene's image only."""
+    if target == JobStatus.PENDING:
+        return
+    await store.transition(JobStatus.STORYBOARD_PROCESSING)
+    plan = await plan_storyboard(steps.planning_brief(job), settings)
+    scenes = await store.save_storyboard(job.owner_id, plan.storyboard.scenes, planner_cost=0.0)
+    rendered = scenes[:1] if target == JobStatus.STORYBOARD_PROCESSING else scenes
+    for scene in rendered:
+        key = steps.scene_image_key(job.id, scene.id, scene.version)
+        objects.put_bytes(key, _png(), "image/png")
+        assert await store.record_image(scene.id, key=key, version=scene.version, seconds=0.1,
+                                        cost=0.001)
+    if target == JobStatus.STORYBOARD_PROCESSING:
+        return
+    await store.transition(JobStatus.STORYBOARD_READY)
+    if target == JobStatus.STORYBOARD_READY:
+        return
+    await store.transition(JobStatus.VIDEO_PROCESSING, approved_at=utcnow())
+    if target == JobStatus.VIDEO_PROCESSING:
+        return
+    for scene in scenes:
+        key = steps.scene_clip_key(job.id, scene.id, scene.version)
+        objects.put_bytes(key, b"clip bytes", "video/mp4")
+        assert await store.record_clip(scene.id, key=key, version=scene.version, seconds=0.5,
+                                       cost=0.002)
+    video, thumbnail = steps.video_key(job.id), steps.thumbnail_key(job.id)
+    objects.put_bytes(video, b"video bytes", "video/mp4")
+    objects.put_bytes(thumbnail, b"\xff\xd8\xff thumbnail", "image/jpeg")
+    await store.transition(JobStatus.COMPLETED, video_key=video, thumbnail_key=thumbnail,
+                           video_duration_s=8.0, actual_cost=await store.actual_cost())
+
+
+def advance_job(settings: Settings, job_id: str, status: str) -> None:
+    """Puts a new (pending) job into ``status`` without Ray, through the job actor's own
+    database writes (``actors.job_store``) and the offline planner, so the rows look exactly as
+    a real run leaves them. ``failed`` fails during video processing; ``cancelled`` is
+    cancelled under review; both keep their scenes."""
+    asyncio.run(_advance(settings, job_id, JobStatus(status)))
+
+
+def job_actor_incarnations(job_id: str) -> list[dict]:
+    """Every Ray actor that has carried the job actor's name, oldest first, from the GCS actor
+    table (dead ones included): ``ActorID``, ``State``, ``NumRestarts`` (restarts by Ray after
+    a crash), ``Pid`` (the latest process), ``StartTime`` and ``EndTime`` (ms). The table is a
+    Ray developer API; the state API would need the dashboard, which tests do not start."""
+    from ray._private import state
+
+    from actors.job_actor import actor_name
+
+    named = [info for info in state.actors().values() if info["Name"] == actor_name(job_id)]
+    return sorted(named, key=lambda info: info["StartTime"])
 
 
 def actor_alive(job_id: str) -> bool:

@@ -139,15 +139,23 @@ def test_bad_uploads_store_nothing(alice, api):
     assert alice.get("/api/v3/assets").json()["meta"]["total"] == 0
 
 
-def test_other_users_assets_are_invisible(alice, bob):
-    asset = upload(alice, png_bytes()).json()["data"]
+def test_other_users_assets_are_invisible(alice, bob, api):
+    content = png_bytes()
+    asset = upload(alice, content).json()["data"]
+    keys = stored_keys(api)
     for method, suffix in [("GET", ""), ("DELETE", ""), ("GET", "/data")]:
-        assert bob.request(method, f"/api/v3/assets/{asset['id']}{suffix}").status_code == 404
+        response = bob.request(method, f"/api/v3/assets/{asset['id']}{suffix}")
+        assert response.status_code == 404, (method, suffix)
+        assert response.json()["code"] == "asset_not_found"
     assert bob.get("/api/v3/assets").json()["data"] == []
     bobs_client = create_client(bob)
     response = upload(alice, png_bytes(), clientId=bobs_client["id"])
     assert response.status_code == 400
-    assert alice.get(asset["url"]).status_code == 200
+    # The owner's asset is exactly as it was (every field, updatedAt too), bytes included.
+    assert alice.get(f"/api/v3/assets/{asset['id']}").json()["data"] == asset
+    data = alice.get(f"/api/v3/assets/{asset['id']}/data")
+    assert data.status_code == 200 and data.content == content
+    assert stored_keys(api) == keys
 
 
 # ---- import from URL --------------------------------------------------------------------------

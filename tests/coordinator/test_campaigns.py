@@ -55,7 +55,11 @@ def test_other_users_campaigns_are_invisible(alice, bob):
     campaign = create_campaign(alice, create_client(alice)["id"])
     for method in ("GET", "PUT", "DELETE"):
         response = bob.request(method, f"/api/v3/campaigns/{campaign['id']}",
-                               json={"name": "x"} if method == "PUT" else None)
-        assert response.status_code == 404
+                               json={"name": "x", "status": "paused", "brief": "hijacked"}
+                               if method == "PUT" else None)
+        assert response.status_code == 404, method
+        assert response.json()["code"] == "campaign_not_found"
     assert bob.get(f"/api/v3/campaigns/{campaign['id']}/stats").status_code == 404
     assert bob.get("/api/v3/campaigns", params={"client_id": campaign["clientId"]}).json()["data"] == []
+    # The owner's campaign is exactly as it was: every field, updatedAt too.
+    assert alice.get(f"/api/v3/campaigns/{campaign['id']}").json()["data"] == campaign

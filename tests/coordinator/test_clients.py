@@ -68,14 +68,19 @@ def test_bad_input_is_400_and_changes_nothing(alice):
 
 def test_other_users_clients_are_invisible(alice, bob):
     mine = create_client(alice)
+    campaign = create_campaign(alice, mine["id"])
     theirs = create_client(bob, name="Bob's client")
     for method, path in [("GET", ""), ("PUT", ""), ("DELETE", ""), ("GET", "/stats")]:
         response = bob.request(method, f"/api/v3/clients/{mine['id']}{path}",
-                               json={"name": "stolen"} if method == "PUT" else None)
+                               json={"name": "stolen", "description": "gone",
+                                     "brandGuidelines": {"tone": "grim"}} if method == "PUT" else None)
         assert response.status_code == 404, (method, path)
         assert response.json()["code"] == "client_not_found"
     assert [c["id"] for c in bob.get("/api/v3/clients").json()["data"]] == [theirs["id"]]
-    assert alice.get(f"/api/v3/clients/{mine['id']}").json()["data"]["name"] == "Acme Drinks"
+    # The owner's client is exactly as it was (every field, updatedAt too), and so is what
+    # hangs off it (a DELETE that went through would have cascaded).
+    assert alice.get(f"/api/v3/clients/{mine['id']}").json()["data"] == mine
+    assert alice.get(f"/api/v3/campaigns/{campaign['id']}").json()["data"] == campaign
 
 
 def test_unknown_id_is_404(alice):
