@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, AsyncIterator, Protocol, TypeVar
 
-from fastapi import Depends, Query, Request, UploadFile, WebSocketException, status
+from fastapi import Depends, Query, Request, WebSocketException, status
+from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import HTTPConnection
 from sqlalchemy import select

@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,50 @@ def _describe_validation_error(exc: RequestValidationError) -> str:
     return "Invalid request: " + "; ".join(parts)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this request's path. (The router names only the
+    methods of the first route whose path matched, though others may share the path.)"""
+    allowed = []
+    for method in _METHODS:
+        probe = {"type": "http", "method": method, "path": request.scope["path"],
+                 "root_path": request.scope.get("root_path", ""), "headers": [],
+                 "app": request.app}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return allowed
+
+
+class UnhandledErrors:
+    """Answers an unhandled exception with the 500 envelope (no stack trace) from inside the
+    middleware stack, so the middleware outside it, CORS above all, still applies; Starlette's
+    own last-resort handler sits outside every middleware."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:  # too late for another answer: let the server close the connection
+                raise
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await error_response(500, "Internal server error", "internal_error")(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError) -> JSONResponse:
@@ -117,16 +163,20 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, _describe_validation_error(exc), "validation_error")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else None
         message = _STATUS_MESSAGES.get(exc.status_code) or detail or "Request failed"
         if exc.status_code in (400, 413) and detail and detail != "Content Too Large":
             message = detail
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, message, code, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(exc.status_code, message, code, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Log the stack for operators; never leak it to the client.
+        # The backstop for errors outside ``UnhandledErrors``. Log the stack for operators;
+        # never leak it to the client.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "Internal server error", "internal_error")

@@ -13,13 +13,22 @@ from coordinator.envelope import APIError
 from coordinator.storage import ObjectNotFound, ObjectStore
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Bigger than any object we store; a position past it is clamped to it. RFC 9110 lets a
+# last-pos past the end mean "to the end", and Python refuses int() of over 4300 digits.
+_BEYOND_ANY_OBJECT = 2**63
+
+
+def _position(digits: str) -> int:
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) < 19 else _BEYOND_ANY_OBJECT
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``(start, end)`` inclusive for one satisfiable range; None means "send it all".
 
     Several ranges, or a malformed header, are ignored (RFC 9110 allows serving the whole
-    representation); a well-formed range outside the object is a 416.
+    representation); a well-formed range outside the object is a 416. Positions of any length
+    are read (a huge last-pos means "to the end").
     """
     if not header:
         return None
@@ -30,13 +39,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # suffix range: the last N bytes
-        length = int(last)
+        length = _position(last)
         if length == 0:
             raise _unsatisfiable(size)
         return max(0, size - length), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
+    start = _position(first)
+    end = min(_position(last), size - 1) if last else size - 1
+    if start >= size or (last and _position(last) < start):
         raise _unsatisfiable(size)
     return start, end
 

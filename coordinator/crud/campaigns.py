@@ -59,6 +59,10 @@ async def list_campaigns(*, session: AsyncSession, owner: str, page: Page,
 
 async def update_campaign(*, session: AsyncSession, campaign: Campaign,
                           data: CampaignUpdate) -> Campaign:
+    if "client_id" in data.model_fields_set and data.client_id != campaign.client_id:
+        # One answer for every other id, so it tells nothing about whose ids exist.
+        raise APIError(400, "clientId: a campaign cannot move to another client; create a "
+                       "campaign under that client instead", "campaign_client_immutable")
     apply_update(campaign, data)
     if "status" in data.model_fields_set and data.status is not None:
         campaign.status = data.status.value

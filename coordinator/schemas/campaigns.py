@@ -24,8 +24,10 @@ class CampaignCreate(CamelModel):
 
 
 class CampaignUpdate(PartialUpdate):
-    """Only the fields sent are changed. A campaign cannot move to another client."""
+    """Only the fields sent are changed. A campaign cannot move to another client: ``clientId``
+    is accepted only when it names the campaign's own client."""
 
+    client_id: Id | None = None
     name: Name | None = None
     goal: LongText | None = None
     status: CampaignStatus | None = None
