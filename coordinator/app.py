@@ -7,14 +7,15 @@ import asyncio
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from coordinator.auth import TokenVerifier
 from coordinator.body_limit import BodySizeLimit
 from coordinator.db.migrate import upgrade_database
 from coordinator.db.session import make_engine, make_sessionmaker
-from coordinator.envelope import install_error_handlers
+from coordinator.deps import refuse_nul_text
+from coordinator.envelope import UnhandledErrors, install_error_handlers
 from coordinator.rate_limit import RateLimiter
 from coordinator.routes import assets, campaigns, clients, health, job_events, jobs, scenes
 from coordinator.settings import Settings, get_settings
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
         await app.state.engine.dispose()
 
     app = FastAPI(title="Render farm API", version=VERSION, lifespan=lifespan,
-                  description="The v3 REST API of the AI video-ad render farm.")
+                  description="The v3 REST API of the AI video-ad render farm.",
+                  dependencies=[Depends(refuse_nul_text)])  # before any route reads its input
     engine = make_engine(settings)
     app.state.settings = settings
     app.state.engine = engine
@@ -62,6 +64,11 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
         response.headers.update(getattr(request.state, "rate_limit_headers", {}))
         return response
 
+    # Added innermost first. CORS is outermost, so every answer, errors included (413 from the
+    # body limit, 500 from UnhandledErrors), carries its headers for an allowed Origin.
+    app.add_middleware(BodySizeLimit, default_limit=settings.max_json_body_kb * 1024,
+                       route_limits={("POST", f"{API_PREFIX}/assets"): settings.max_upload_size_mb * MB})
+    app.add_middleware(UnhandledErrors)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -77,6 +84,4 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     for module in (clients, campaigns, assets, jobs, scenes, job_events):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(assets.upload_router, prefix=API_PREFIX)
-    app.add_middleware(BodySizeLimit, default_limit=settings.max_json_body_kb * 1024,
-                       route_limits={("POST", f"{API_PREFIX}/assets"): settings.max_upload_size_mb * MB})
     return app
