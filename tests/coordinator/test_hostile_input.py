@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from coordinator.app import create_app
+from coordinator.auth import issue_local_token
 from coordinator.deps import MAX_OFFSET
 from tests.conftest import LiveServer, create_campaign, create_client, make_settings
 from tests.coordinator.test_assets import png_bytes, upload
@@ -167,8 +168,6 @@ def strict_api(tmp_path, request):
 
 
 def test_429_and_500_carry_cors_headers(strict_api):
-    from coordinator.auth import issue_local_token
-
     url, settings = strict_api
 
     def as_user(user: str) -> httpx.Client:
