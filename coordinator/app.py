@@ -16,6 +16,7 @@ from coordinator.db.migrate import upgrade_database
 from coordinator.db.session import make_engine, make_sessionmaker
 from coordinator.deps import refuse_nul_text
 from coordinator.envelope import UnhandledErrors, install_error_handlers
+from coordinator.openapi import install_openapi
 from coordinator.rate_limit import RateLimiter
 from coordinator.routes import assets, campaigns, clients, health, job_events, jobs, scenes
 from coordinator.settings import Settings, get_settings
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
 
     install_error_handlers(app)
+    install_openapi(app)
 
     @app.middleware("http")
     async def rate_limit_headers(request: Request, call_next):  # noqa: ANN202

@@ -19,7 +19,9 @@ def _hex_color(value: str) -> str:
     return value.lower()
 
 
-HexColor = Annotated[str, AfterValidator(_hex_color)]
+# The pattern is declared too, so the OpenAPI document states the rule the validator enforces.
+HexColor = Annotated[str, AfterValidator(_hex_color),
+                     Field(json_schema_extra={"pattern": _HEX_COLOR.pattern})]
 
 
 class BrandGuidelines(CamelModel):

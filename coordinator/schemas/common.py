@@ -29,6 +29,17 @@ class PartialUpdate(CamelModel):
                 raise ValueError(f"{to_camel(name)} may not be null")
         return self
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):  # noqa: ANN001, ANN206
+        # The JSON schema (and so the OpenAPI document) offers null only where it is accepted.
+        json_schema = handler(core_schema)
+        schema = handler.resolve_ref_schema(json_schema)
+        for name, field in cls.model_fields.items():
+            options = schema.get("properties", {}).get(field.alias or name, {}).get("anyOf")
+            if name not in cls.NULLABLE and options and {"type": "null"} in options:
+                options.remove({"type": "null"})
+        return json_schema
+
 
 def as_utc(value: datetime) -> datetime:
     # SQLite hands timestamps back naive; they were written in UTC.
