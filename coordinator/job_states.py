@@ -52,6 +52,11 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
 }
+# The owner's ``retry`` reopens a failed job at the step that failed. Only that action may
+# take these moves: a failed job is otherwise final (an approval must never revive it).
+RETRY: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.FAILED: frozenset({JobStatus.STORYBOARD_PROCESSING, JobStatus.VIDEO_PROCESSING}),
+}
 
 
 class IllegalTransition(APIError):
@@ -61,20 +66,22 @@ class IllegalTransition(APIError):
         self.current = current
 
 
-def can_transition(current: str, target: JobStatus) -> bool:
-    return target in ALLOWED[JobStatus(current)]
+def can_transition(current: str, target: JobStatus, *, retry: bool = False) -> bool:
+    status = JobStatus(current)
+    return target in ALLOWED[status] or (retry and target in RETRY.get(status, frozenset()))
 
 
 async def transition(session: AsyncSession, job: Job, target: JobStatus, *,
-                     action: str | None = None, **changes: object) -> Job:
+                     action: str | None = None, retry: bool = False, **changes: object) -> Job:
     """Move ``job`` to ``target`` or raise 409. The UPDATE is conditional on the status we
-    read, so two racing callers (API and actor) cannot both win; the loser gets the 409."""
+    read, so two racing callers (API and actor) cannot both win; the loser gets the 409.
+    ``retry`` also allows the moves of ``RETRY`` (the owner's retry action only)."""
     values = {"status": target.value, "updated_at": utcnow(), **changes}
     if target == JobStatus.COMPLETED:
         values.setdefault("completed_at", utcnow())
     for _attempt in range(2):
         current = job.status
-        if not can_transition(current, target):
+        if not can_transition(current, target, retry=retry):
             raise IllegalTransition(current, target, action)
         result = await session.execute(
             update(Job).where(Job.id == job.id, Job.status == current).values(**values)

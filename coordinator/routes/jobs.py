@@ -23,21 +23,21 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 @router.post("/dry-run", response_model=Envelope[CostEstimate])
 async def estimate_cost(body: JobCreate, session: SessionDep, user: CurrentUser,
-                        settings: SettingsDep, runner: JobRunnerDep):
+                        settings: SettingsDep, runner: JobRunnerDep, store: StoreDep):
     """What the job would cost, valid until the end of the UTC day. Nothing is stored."""
-    await crud.validate_references(session, user, body)
+    await crud.validate_references(session, user, body, settings=settings, store=store)
     plan = crud.resolve_plan(settings, body.advanced, await runner.default_preset())
     return ok(crud.quote_for(settings, plan))
 
 
 @router.post("", response_model=Envelope[JobSummary], status_code=201)
 async def create_job(body: JobCreate, response: Response, session: SessionDep, user: CurrentUser,
-                     settings: SettingsDep, runner: JobRunnerDep,
+                     settings: SettingsDep, runner: JobRunnerDep, store: StoreDep,
                      idempotency_key: Annotated[str | None, Header(max_length=255)] = None):
     """Creates a job and starts its actor. Retrying with the same ``Idempotency-Key`` returns
     the job the first request made (200 instead of 201)."""
-    job, created = await crud.create_job(session=session, settings=settings, owner=user,
-                                         body=body, idempotency_key=idempotency_key,
+    job, created = await crud.create_job(session=session, settings=settings, store=store,
+                                         owner=user, body=body, idempotency_key=idempotency_key,
                                          default_preset=await runner.default_preset())
     if created:
         await runner.poke(job.id)
@@ -65,13 +65,18 @@ async def get_job(job: OwnedJob, session: SessionDep, settings: SettingsDep, sto
 
 @router.post("/{job_id}/actions", response_model=Envelope[ActionResult])
 async def job_action(body: JobActionRequest, job: OwnedJob, session: SessionDep,
-                     runner: JobRunnerDep):
-    """``approve`` (storyboard_ready → video_processing), ``cancel`` (any unfinished state), or
-    ``regenerate_scene`` with ``payload: {sceneIdx, feedback?}``. Not allowed now → 409."""
+                     runner: JobRunnerDep, settings: SettingsDep):
+    """``approve`` (storyboard_ready → video_processing), ``cancel`` (any unfinished state),
+    ``regenerate_scene`` with ``payload: {sceneIdx, feedback?}``, or ``retry`` (failed → the
+    step that failed, keeping finished work). Not allowed now → 409."""
     if body.action == "approve":
         job = await crud.approve_job(session=session, job=job)
         await runner.poke(job.id)
         return ok({"message": "Storyboard approved; rendering the video", "status": job.status})
+    if body.action == "retry":
+        job = await crud.retry_job(session=session, settings=settings, job=job)
+        await runner.poke(job.id)
+        return ok({"message": "Retrying the job from its last finished step", "status": job.status})
     if body.action == "cancel":
         job = await crud.cancel_job(session=session, job=job)
         await runner.cancel(job.id)

@@ -188,7 +188,8 @@ class RegeneratePayload(CamelModel):
 
 
 class JobActionRequest(CamelModel):
-    action: Literal["approve", "cancel", "regenerate_scene"]
+    # ``retry`` extends the spec's actions: the owner reopens a failed job (see crud.retry_job).
+    action: Literal["approve", "cancel", "regenerate_scene", "retry"]
     payload: dict[str, Any] | None = None
 
 
