@@ -260,6 +260,32 @@ def job_percent(job: Job) -> float:
     return float((job.progress or {}).get("percent") or 0)
 
 
+async def retry_job(*, session: AsyncSession, settings: Settings, job: Job) -> Job:
+    """Reopens a failed job at the step that failed: video processing if the storyboard was
+    approved, else storyboard processing. Finished images and clips are kept (the actor skips
+    them); the error is cleared. A retry counts against the owner's active-job limit."""
+    job = await lock_job(session, job.id)
+    if job.status != JobStatus.FAILED.value:
+        status = job.status
+        await session.rollback()
+        raise APIError(409, f"Cannot retry: the job is {status}; only a failed job can be retried",
+                       "illegal_state")
+    active = await session.scalar(select(func.count()).select_from(Job).where(
+        Job.owner_id == job.owner_id, Job.status.in_([s.value for s in PROCESSING])))
+    if active >= settings.max_active_jobs_per_user:
+        await session.rollback()
+        raise APIError(429, f"You already have {active} jobs processing (the limit is "
+                       f"{settings.max_active_jobs_per_user}); wait for one to finish or cancel it",
+                       "too_many_active_jobs")
+    if job.approved_at is not None:
+        target, stage, message = JobStatus.VIDEO_PROCESSING, "clip_rendering", "Retrying the video"
+    else:
+        target, stage, message = (JobStatus.STORYBOARD_PROCESSING, "storyboard_generation",
+                                  "Retrying the storyboard")
+    return await transition(session, job, target, action="retry", retry=True, error=None,
+                            error_code=None, progress=progress(stage, job_percent(job), message))
+
+
 async def request_regeneration(*, session: AsyncSession, job: Job, scene: Scene,
                                feedback: str | None) -> Scene:
     """Marks the scene for regeneration (the actor re-plans its text with the feedback and
