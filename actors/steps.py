@@ -15,8 +15,10 @@ from PIL import Image, ImageOps
 from ray.serve import exceptions as serve_exceptions
 
 from coordinator.db.models import Job
+from coordinator.media import ImageLimits, ImageRejected, open_checked_image
 from coordinator.planner import PlanningBrief, negative_prompt_terms
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
+from coordinator.settings import get_settings
 from coordinator.storage import ObjectStore
 from models.presets import RenderPreset
 
@@ -109,11 +111,28 @@ def negative_prompt(preset: RenderPreset, brief: PlanningBrief) -> str | None:
     return ", ".join(parts) or None
 
 
-def product_image_png(objects: ObjectStore, key: str, width: int, height: int) -> bytes:
-    """The client's product photo, cropped to fill the scene's frame, as PNG."""
-    with Image.open(io.BytesIO(objects.get_bytes(key))) as photo:
-        framed = ImageOps.fit(ImageOps.exif_transpose(photo).convert("RGB"), (width, height),
-                              method=Image.Resampling.LANCZOS)
+def product_image_png(objects: ObjectStore, key: str, width: int, height: int,
+                      limits: ImageLimits | None = None) -> bytes:
+    """The client's product photo, cropped to fill the scene's frame, as PNG.
+
+    Decoding is bounded: the header is checked against the image limits (``limits``, else the
+    process's settings) before any pixel is decoded, a JPEG is decoded at the smallest DCT
+    scale that still covers the frame, and other formats are shrunk right after decoding, so
+    the copies that follow are frame-sized. An image over the limits fails the step."""
+    limits = limits or ImageLimits.from_settings(get_settings())
+    cover = max(width, height)  # enough for either orientation the EXIF tag may ask for
+    try:
+        with open_checked_image(objects.get_bytes(key), limits) as photo:
+            photo.draft("RGB", (cover, cover))  # JPEG only; a no-op elsewhere
+            # The decode (at most ``limits.max_pixels``); palette and alpha images become RGB
+            # first, as averaging palette indices or unpremultiplied alpha would be wrong.
+            image = photo if photo.mode in ("RGB", "L") else photo.convert("RGB")
+            factor = min(image.width, image.height) // cover
+            image = image.reduce(factor) if factor >= 2 else image.copy()
+    except ImageRejected as exc:
+        raise StepFailed(f"The product image cannot be used: {exc.message}", exc.code) from None
+    framed = ImageOps.fit(ImageOps.exif_transpose(image).convert("RGB"), (width, height),
+                          method=Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     framed.save(buffer, format="PNG")
     return buffer.getvalue()

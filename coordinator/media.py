@@ -2,13 +2,21 @@
 
 Only formats the farm can use are recognised. Text formats a browser may execute when served
 inline (SVG, HTML, XML) are deliberately never recognised, so they cannot be stored as assets.
+
+Images are also measured from their headers (``check_image``) before anything decodes them: a
+few kilobytes of PNG can declare a 13000×13000 canvas that takes a gigabyte to decode.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import Image
 
 from coordinator.envelope import APIError
+from coordinator.settings import Settings
 
 # How many leading bytes ``sniff_media`` wants. Enough for an ISO BMFF ``ftyp`` box with its
 # compatible brands and for a Matroska EBML header with its DocType.
@@ -186,3 +194,111 @@ def require_media(head: bytes) -> DetectedMedia:
     if detected is None:
         raise unsupported_media()
     return detected
+
+
+# ---- image dimensions -------------------------------------------------------------------------
+
+# Pillow's own bomb guard, set deliberately for every process that imports this module (the API
+# and the job actors): it warns above this many pixels and refuses twice as many when an image
+# is opened, before decoding (for WebP, before its decoder allocates the canvas). It is also the
+# most ``Settings.max_image_pixels`` may be set to; that configured limit is checked first.
+PILLOW_MAX_IMAGE_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = PILLOW_MAX_IMAGE_PIXELS
+
+_PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "webp": "WEBP"}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_pixels: int  # width × height of one frame
+    max_side: int  # the longer side
+    max_frames: int  # frames of an animated GIF, WebP or PNG
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ImageLimits":
+        return cls(max_pixels=min(settings.max_image_pixels, PILLOW_MAX_IMAGE_PIXELS),
+                   max_side=settings.max_image_side, max_frames=settings.max_image_frames)
+
+
+class ImageRejected(Exception):
+    """An image over the limits (``image_too_large``) or with a header that cannot be read
+    (``invalid_image``). Callers turn it into their own kind of error."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def as_api_error(self, field: str | None = None) -> APIError:
+        return APIError(400, f"{field}: {self.message}" if field else self.message, self.code)
+
+
+def check_image_size(width: int, height: int, frames: int, limits: ImageLimits) -> None:
+    if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+        raise ImageRejected(
+            f"The image is {width}×{height} pixels ({_megapixels(width * height)}); images may "
+            f"have at most {_megapixels(limits.max_pixels)} and {limits.max_side} pixels a side",
+            "image_too_large")
+    if frames > limits.max_frames:
+        raise ImageRejected(f"The animated image has {frames} frames; at most "
+                            f"{limits.max_frames} are accepted", "image_too_large")
+
+
+def check_opened_image(image: Image.Image, limits: ImageLimits) -> None:
+    """Checks an image Pillow has opened (headers read, no pixels decoded yet)."""
+    check_image_size(image.width, image.height, getattr(image, "n_frames", 1), limits)
+
+
+def check_image(source: BinaryIO, image_format: str, limits: ImageLimits) -> None:
+    """Raises ``ImageRejected`` unless the image in ``source`` (of the sniffed ``image_format``:
+    png, jpeg, gif or webp) is within ``limits``. Only headers are read (frame headers too, for
+    the frame count); no pixel is decoded. ``source`` is left at its start."""
+    try:
+        source.seek(0)
+        if image_format == "webp":  # opening it allocates the canvas: measure it first
+            size = _webp_canvas_size(source.read(30))
+            if size:
+                check_image_size(*size, frames=1, limits=limits)
+            source.seek(0)
+        try:
+            with Image.open(source, formats=[_PILLOW_FORMATS[image_format]]) as image:
+                check_opened_image(image, limits)
+        except Image.DecompressionBombError:
+            raise ImageRejected(
+                f"The image has more than {_megapixels(2 * PILLOW_MAX_IMAGE_PIXELS)}; images may "
+                f"have at most {_megapixels(limits.max_pixels)}", "image_too_large") from None
+        except (OSError, SyntaxError, ValueError, EOFError):  # how Pillow says "cannot read this"
+            raise ImageRejected(f"The file looks like {_DESCRIPTIONS[image_format]}, but its header could "
+                                "not be read (damaged or truncated)", "invalid_image") from None
+    finally:
+        source.seek(0)
+
+
+def open_checked_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Opens image bytes for decoding, once their sniffed format and ``check_image`` allow it
+    (so not even a WebP canvas is allocated for an image over the limits)."""
+    detected = sniff_media(data[:SNIFF_BYTES])
+    if detected is None or detected.asset_type != "image":
+        raise ImageRejected("The file is not an image in a format we accept", "invalid_image")
+    check_image(io.BytesIO(data), detected.format, limits)
+    return Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[detected.format]])
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1_000_000:g} megapixels"
+
+
+def _webp_canvas_size(head: bytes) -> tuple[int, int] | None:
+    """The canvas size a WebP file declares in its first 30 bytes (RFC 9649: the VP8X extended
+    header, or a simple file's VP8L or VP8 frame header)."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:
+        return (int.from_bytes(head[24:27], "little") + 1,
+                int.from_bytes(head[27:30], "little") + 1)
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        return (int.from_bytes(head[26:28], "little") & 0x3FFF,
+                int.from_bytes(head[28:30], "little") & 0x3FFF)
+    return None

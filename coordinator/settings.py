@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     url_import_max_redirects: int = Field(default=5, ge=0, le=20)
     # Networks an operator trusts for URL import despite being non-public (e.g. an internal CDN).
     url_import_allow_networks: Annotated[list[str], NoDecode] = []
+    # Image assets, checked from the header at upload and when a job uses one (a few KB of PNG
+    # can declare a canvas that takes gigabytes to decode). 100 MP is Pillow's ceiling here.
+    max_image_pixels: int = Field(default=40_000_000, ge=1, le=100_000_000)
+    max_image_side: int = Field(default=12_000, ge=1)
+    max_image_frames: int = Field(default=300, ge=1)  # animated GIF, WebP, PNG
 
     # Storyboard planner: OpenAI (or any compatible server) when a key is set, offline otherwise.
     ai_api_key: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from typing import BinaryIO
 
 from sqlalchemy import select
@@ -17,7 +18,8 @@ from coordinator.db.base import new_id
 from coordinator.db.models import Asset
 from coordinator.deps import Page
 from coordinator.envelope import APIError
-from coordinator.media import SNIFF_BYTES, DetectedMedia, check_claimed_type, sniff_media, unsupported_media
+from coordinator.media import (SNIFF_BYTES, DetectedMedia, ImageLimits, ImageRejected, check_claimed_type,
+                               check_image, sniff_media, unsupported_media)
 from coordinator.schemas.assets import AssetType
 from coordinator.storage import ObjectStore
 
@@ -74,7 +76,9 @@ async def check_references(session: AsyncSession, owner: str, client_id: str | N
     return client_id, campaign_id
 
 
-async def sniff_file(source: BinaryIO, claimed: AssetType | None) -> DetectedMedia:
+async def sniff_file(source: BinaryIO, claimed: AssetType | None,
+                     image_limits: ImageLimits) -> DetectedMedia:
+    """What the file is; an image must also be readable and within ``image_limits``."""
     def _head() -> bytes:
         source.seek(0)
         head = source.read(SNIFF_BYTES)
@@ -85,7 +89,29 @@ async def sniff_file(source: BinaryIO, claimed: AssetType | None) -> DetectedMed
     if detected is None:
         raise unsupported_media()
     check_claimed_type(claimed.value if claimed else None, detected)
+    if detected.asset_type == "image":
+        try:
+            await run_in_threadpool(check_image, source, detected.format, image_limits)
+        except ImageRejected as exc:
+            raise exc.as_api_error() from None
     return detected
+
+
+async def check_stored_image(store: ObjectStore, asset: Asset, image_limits: ImageLimits,
+                             field: str) -> None:
+    """Checks a stored image asset against ``image_limits`` before a job decodes it (it may
+    have been stored before the limits, or under looser ones). Reads the object into a spooled
+    temporary file; only its headers are parsed."""
+    def _check() -> None:
+        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as spool:
+            for chunk in store.iter_range(asset.storage_key, 0, asset.size - 1):
+                spool.write(chunk)
+            check_image(spool, asset.format, image_limits)
+
+    try:
+        await run_in_threadpool(_check)
+    except ImageRejected as exc:
+        raise exc.as_api_error(field) from None
 
 
 async def store_asset(*, session: AsyncSession, store: ObjectStore, owner: str, source: BinaryIO,

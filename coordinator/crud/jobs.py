@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator import pricing
+from coordinator.crud.assets import check_stored_image
 from coordinator.crud.campaigns import require_own_campaign, require_own_client
 from coordinator.crud.common import fetch_page
 from coordinator.db.base import utcnow
@@ -23,18 +24,23 @@ from coordinator.deps import Page
 from coordinator.envelope import APIError
 from coordinator.job_states import (PROCESSING, TERMINAL, IllegalTransition, JobStatus,
                                      SceneStatus, transition)
+from coordinator.media import ImageLimits
 from coordinator.progress import REVIEW_PERCENT, progress
 from coordinator.schemas.jobs import CTA_CARD_SECONDS, AdvancedOptions, JobCreate, SceneUpdate
 from coordinator.settings import Settings
-from models.presets import UnknownPreset, default_preset_name, get_preset
+from coordinator.storage import ObjectStore
+from models.presets import TINY_PRESET, UnknownPreset, get_preset
 
 DEFAULT_SCENE_COUNT = 4
 DEFAULT_SECONDS_PER_SCENE = 3.0
 
 
-def resolve_plan(settings: Settings, advanced: AdvancedOptions) -> dict[str, Any]:
-    """The concrete plan behind ``advanced``: preset, scene count, duration, seed."""
-    preset_name = advanced.preset or settings.renderfarm_default_preset or default_preset_name()
+def resolve_plan(settings: Settings, advanced: AdvancedOptions,
+                 default_preset: str | None = None) -> dict[str, Any]:
+    """The concrete plan behind ``advanced``: preset, scene count, duration, seed.
+    ``default_preset`` is the one the renderers loaded (they decide it where they run)."""
+    preset_name = (advanced.preset or settings.renderfarm_default_preset or default_preset
+                   or TINY_PRESET)
     try:
         preset = get_preset(preset_name)
     except UnknownPreset as exc:
@@ -55,8 +61,10 @@ def quote_for(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
                          uses_llm=bool(settings.ai_api_key))
 
 
-async def validate_references(session: AsyncSession, owner: str, body: JobCreate) -> dict[str, Any]:
-    """Client, campaign and product image must be the caller's; returns brand context."""
+async def validate_references(session: AsyncSession, owner: str, body: JobCreate, *,
+                              settings: Settings, store: ObjectStore) -> dict[str, Any]:
+    """Client, campaign and product image must be the caller's, and the image within the image
+    limits (the job actor decodes it); returns brand context."""
     client = await require_own_client(session, body.context.client_id, owner)
     campaign = None
     if body.context.campaign_id:
@@ -72,12 +80,15 @@ async def validate_references(session: AsyncSession, owner: str, body: JobCreate
         if asset.type != "image":
             raise APIError(400, "advanced.productImageAssetId must be an image asset",
                            "validation_error")
+        await check_stored_image(store, asset, ImageLimits.from_settings(settings),
+                                 "advanced.productImageAssetId")
     return {"brand": client.brand_guidelines or {},
             "campaignBrief": campaign.brief if campaign else None}
 
 
-async def create_job(*, session: AsyncSession, settings: Settings, owner: str, body: JobCreate,
-                     idempotency_key: str | None) -> tuple[Job, bool]:
+async def create_job(*, session: AsyncSession, settings: Settings, store: ObjectStore, owner: str,
+                     body: JobCreate, idempotency_key: str | None,
+                     default_preset: str | None = None) -> tuple[Job, bool]:
     """Returns ``(job, created)``; a retried request with the same key returns the first job,
     and the same key with a different body is a 409 (it is a client bug, not a retry)."""
     request_hash = hashlib.sha256(body.model_dump_json(by_alias=True).encode()).hexdigest()
@@ -85,8 +96,8 @@ async def create_job(*, session: AsyncSession, settings: Settings, owner: str, b
         existing = await _job_by_idempotency_key(session, owner, idempotency_key)
         if existing:
             return _same_request(existing, request_hash), False
-    context = await validate_references(session, owner, body)
-    plan = resolve_plan(settings, body.advanced)
+    context = await validate_references(session, owner, body, settings=settings, store=store)
+    plan = resolve_plan(settings, body.advanced, default_preset)
     # From here to the commit, this user's other creations wait: the count stays true.
     await _lock_job_creation(session, owner)
     if idempotency_key:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from coordinator.crud import assets as crud
 from coordinator.deps import CurrentUser, OwnedAsset, PageDep, SessionDep, SettingsDep, StoreDep
 from coordinator.envelope import Envelope, ok
+from coordinator.media import ImageLimits
 from coordinator.schemas.assets import AssetFromUrl, AssetOut, AssetType
 from coordinator.schemas.common import Message
 from coordinator.serving import serve_object
@@ -51,11 +52,12 @@ async def upload_asset(
     tags: Annotated[str | None, Form(description="JSON array of strings")] = None,
 ):
     """Uploads a file (multipart). ``format`` and ``size`` come from the bytes, not the claim.
-    Bodies over ``MAX_UPLOAD_SIZE_MB`` are refused with 413 while they stream in."""
+    Bodies over ``MAX_UPLOAD_SIZE_MB`` are refused with 413 while they stream in; images over
+    ``MAX_IMAGE_PIXELS`` / ``MAX_IMAGE_SIDE`` / ``MAX_IMAGE_FRAMES`` with 400 ``image_too_large``."""
     tag_list = crud.parse_tags(tags)
     client_id, campaign_id = await crud.check_references(session, user, client_id or None,
                                                          campaign_id or None)
-    detected = await crud.sniff_file(file.file, type)
+    detected = await crud.sniff_file(file.file, type, ImageLimits.from_settings(settings))
     display_name = (name or "").strip() or (file.filename or "").strip() or "Untitled asset"
     asset = await crud.store_asset(session=session, store=store, owner=user, source=file.file,
                                    detected=detected, name=display_name[:255], client_id=client_id,
@@ -76,7 +78,7 @@ async def import_asset(body: AssetFromUrl, session: SessionDep, user: CurrentUse
             timeout_s=settings.url_import_timeout_seconds,
             max_redirects=settings.url_import_max_redirects,
             allow_networks=settings.url_import_allow_networks)
-        detected = await crud.sniff_file(spool, body.type)
+        detected = await crud.sniff_file(spool, body.type, ImageLimits.from_settings(settings))
         name = body.name or (fetched.filename or "").strip()[:255] or "Imported asset"
         asset = await crud.store_asset(session=session, store=store, owner=user, source=spool,
                                        detected=detected, name=name, client_id=client_id,
