@@ -1,6 +1,8 @@
 """Faults on the real farm: a job actor or a renderer replica dies mid-job, and the job still
-finishes without rendering finished scenes or clips again. Uses the ``tiny-slow`` preset so
-renders last long enough to be interrupted."""
+finishes without rendering finished scenes or clips again (the render ledger has exactly one row
+per scene and kind), resumed by the right party: Ray restarting the same job actor, the API's
+supervisor creating a new one, or the job actor itself retrying on a replacement replica. Uses
+the ``tiny-slow`` preset so renders last long enough to be interrupted."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import ray
 
 from actors.job_actor import ACTOR_NAMESPACE, actor_name
 from tests.conftest import SLOW_PRESET
-from tests.jobs_helpers import renders_per_scene, start_job, wait_for, wait_for_status
+from tests.jobs_helpers import (job_actor_incarnations, job_object_keys, renders_per_scene,
+                                start_job, wait_for, wait_for_status)
 
 pytestmark = pytest.mark.ray
 
@@ -25,18 +28,45 @@ def kill_job_actor(job_id: str) -> None:
     ray.kill(ray.get_actor(actor_name(job_id), namespace=ACTOR_NAMESPACE), no_restart=False)
 
 
-def kill_replicas(app_name: str, deployment: str) -> int:
+def replicas(app_name: str, deployment: str) -> list[dict]:
+    """The live replica actors of a Serve deployment (their names are unique per replica)."""
+    return [actor for actor in ray.util.list_named_actors(all_namespaces=True)
+            if f"{app_name}#{deployment}#" in actor["name"]]
+
+
+def kill_replicas(app_name: str, deployment: str) -> set[str]:
     """Kills every replica of a Serve deployment; Serve's controller starts new ones."""
-    killed = 0
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if f"{app_name}#{deployment}#" in actor["name"]:
-            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-            killed += 1
+    killed = set()
+    for actor in replicas(app_name, deployment):
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+        killed.add(actor["name"])
     return killed
 
 
 def _statuses(job: dict) -> list[str]:
     return [scene["status"] for scene in job["storyboard"]["scenes"]]
+
+
+def live_job_actor(job_id: str) -> dict:
+    """The job actor running the job now, as the GCS actor table has it."""
+    alive = [actor for actor in job_actor_incarnations(job_id) if actor["State"] == "ALIVE"]
+    assert len(alive) == 1, alive
+    return alive[0]
+
+
+def assert_rendered_once(settings, job: dict, kind: str) -> None:
+    """Every scene has exactly one ``kind`` row in the render ledger: nothing that finished
+    before the fault was rendered again, and nothing was rendered without being recorded."""
+    scene_ids = {scene["id"] for scene in job["storyboard"]["scenes"]}
+    assert renders_per_scene(settings, job["id"], kind) == dict.fromkeys(scene_ids, 1)
+
+
+def assert_only_first_versions(settings, job: dict, *artifacts: str) -> None:
+    """The stored scene artifacts are version 1 of each scene: one object per scene."""
+    stored = {key for key in job_object_keys(settings, job["id"]) if "/scenes/" in key}
+    expected = {f"jobs/{job['id']}/scenes/{scene['id']}/{artifact}"
+                for scene in job["storyboard"]["scenes"] for artifact in artifacts}
+    assert stored == expected
 
 
 def test_job_actor_killed_mid_storyboard(alice, local_farm):
@@ -45,24 +75,41 @@ def test_job_actor_killed_mid_storyboard(alice, local_farm):
                        alice, created["id"], what="some but not all scene images")
     finished = {s["id"]: s["image_url"] for s in partial["storyboard"]["scenes"]
                 if s["status"] == "image_ready"}
+    killed = live_job_actor(created["id"])
     kill_job_actor(created["id"])
 
     job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
     scenes = {s["id"]: s for s in job["storyboard"]["scenes"]}
     assert len(scenes) == 8 and all(s["image_url"] for s in scenes.values())
-    counts = renders_per_scene(local_farm.settings, created["id"], "image")
+    assert_rendered_once(local_farm.settings, job, "image")
+    assert_only_first_versions(local_farm.settings, job, "image-v1.png")
     for scene_id, url in finished.items():
-        assert counts[scene_id] == 1, "a finished scene was rendered again"
         assert scenes[scene_id]["image_url"] == url
+    # Ray restarted the killed actor, which resumed the job: no other actor was made for it.
+    [resumed] = job_actor_incarnations(created["id"])
+    assert resumed["ActorID"] == killed["ActorID"] and resumed["NumRestarts"] == 1
 
 
 def test_image_replica_killed_mid_job(alice, local_farm):
     created = start_job(alice, sceneCount=8, durationSeconds=14, preset=SLOW_PRESET)
-    wait_for(lambda j: j["progress"] and j["progress"]["stage"] == "image_generation"
-             and "pending" in _statuses(j), alice, created["id"], what="images rendering")
-    assert kill_replicas(local_farm.app_name, "ImageRenderer") >= 1
+    partial = wait_for(lambda j: j["progress"] and j["progress"]["stage"] == "image_generation"
+                       and "pending" in _statuses(j), alice, created["id"], what="images rendering")
+    finished = {s["id"]: s["image_url"] for s in partial["storyboard"]["scenes"]
+                if s["status"] == "image_ready"}
+    killed = kill_replicas(local_farm.app_name, "ImageRenderer")
+    assert killed
     job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
     assert all(s["image_url"] for s in job["storyboard"]["scenes"])
+    assert_rendered_once(local_farm.settings, job, "image")
+    assert_only_first_versions(local_farm.settings, job, "image-v1.png")
+    scenes = {s["id"]: s for s in job["storyboard"]["scenes"]}
+    assert all(scenes[scene_id]["image_url"] == url for scene_id, url in finished.items())
+    # The job actor rode it out itself (retrying on the replica Serve started in their place):
+    # it was neither restarted nor replaced.
+    [driver] = job_actor_incarnations(created["id"])
+    assert driver["NumRestarts"] == 0
+    now = {actor["name"] for actor in replicas(local_farm.app_name, "ImageRenderer")}
+    assert now and not now & killed
 
 
 def test_job_actor_killed_during_video_processing(alice, local_farm):
@@ -71,15 +118,19 @@ def test_job_actor_killed_during_video_processing(alice, local_farm):
     alice.post(f"/api/v3/jobs/{created['id']}/actions", json={"action": "approve"})
     partial = wait_for(lambda j: "clip_ready" in _statuses(j) and "image_ready" in _statuses(j),
                        alice, created["id"], timeout=240, what="some but not all clips")
-    finished = [s["id"] for s in partial["storyboard"]["scenes"] if s["status"] == "clip_ready"]
+    assert any(s["status"] == "clip_ready" for s in partial["storyboard"]["scenes"])
+    killed = live_job_actor(created["id"])
     kill_job_actor(created["id"])
 
     job = wait_for_status(alice, created["id"], "completed", timeout=300)
     assert job["videoUrl"]
-    counts = renders_per_scene(local_farm.settings, created["id"], "clip")
-    for scene_id in finished:
-        assert counts[scene_id] == 1, "a finished clip was rendered again"
-    assert set(counts) == {s["id"] for s in job["storyboard"]["scenes"]}
+    assert_rendered_once(local_farm.settings, job, "clip")
+    assert_rendered_once(local_farm.settings, job, "image")  # approving re-rendered no image
+    assert_only_first_versions(local_farm.settings, job, "image-v1.png", "clip-v1.mp4")
+    # Ray restarted the killed actor (the one the approval started), and it finished the job:
+    # no actor was made for the job after it.
+    resumed = job_actor_incarnations(created["id"])[-1]
+    assert resumed["ActorID"] == killed["ActorID"] and resumed["NumRestarts"] == 1
 
 
 def test_clip_replica_killed_mid_render(alice, local_farm):
@@ -87,20 +138,41 @@ def test_clip_replica_killed_mid_render(alice, local_farm):
                         autoApprove=True)
     wait_for(lambda j: j["status"] == "video_processing" and "image_ready" in _statuses(j),
              alice, created["id"], timeout=240, what="clips rendering")
-    assert kill_replicas(local_farm.app_name, "ClipRenderer") >= 1
+    killed = kill_replicas(local_farm.app_name, "ClipRenderer")
+    assert killed
     job = wait_for_status(alice, created["id"], "completed", timeout=300)
     assert job["videoUrl"] and job["actualCost"] > 0
+    assert_rendered_once(local_farm.settings, job, "clip")
+    assert_only_first_versions(local_farm.settings, job, "image-v1.png", "clip-v1.mp4")
+    # One job actor drove the whole auto-approved job through the fault, never restarted.
+    [driver] = job_actor_incarnations(created["id"])
+    assert driver["NumRestarts"] == 0
+    now = {actor["name"] for actor in replicas(local_farm.app_name, "ClipRenderer")}
+    assert now and not now & killed
 
 
 def test_orphaned_job_is_resumed_by_the_supervisor(alice, local_farm):
     """An actor that is gone for good (as after a whole-cluster restart) is replaced: the API's
     supervisor finds the job still processing in the database and starts a new actor."""
     created = start_job(alice, sceneCount=6, durationSeconds=10, preset=SLOW_PRESET)
-    wait_for(lambda j: j["status"] == "storyboard_processing", alice, created["id"],
-             what="processing")
+    partial = wait_for(lambda j: "image_ready" in _statuses(j) and "pending" in _statuses(j),
+                       alice, created["id"], what="some but not all scene images")
+    finished = {s["id"]: s["image_url"] for s in partial["storyboard"]["scenes"]
+                if s["status"] == "image_ready"}
+    gone = live_job_actor(created["id"])
     ray.kill(ray.get_actor(actor_name(created["id"]), namespace=ACTOR_NAMESPACE), no_restart=True)
     job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
     assert all(s["image_url"] for s in job["storyboard"]["scenes"])
+    assert_rendered_once(local_farm.settings, job, "image")
+    assert_only_first_versions(local_farm.settings, job, "image-v1.png")
+    scenes = {s["id"]: s for s in job["storyboard"]["scenes"]}
+    assert all(scenes[scene_id]["image_url"] == url for scene_id, url in finished.items())
+    # A new actor (not a restart of the old one) started after the old one died. This test
+    # sent nothing but GETs since, and those start no actor: the supervisor made it.
+    old, new = job_actor_incarnations(created["id"])
+    assert old["ActorID"] == gone["ActorID"] and old["State"] == "DEAD"
+    assert old["NumRestarts"] == 0 and new["NumRestarts"] == 0
+    assert new["ActorID"] != old["ActorID"] and new["StartTime"] >= old["EndTime"]
 
 
 def test_review_actions_wait_for_a_running_regeneration(alice, local_farm):
