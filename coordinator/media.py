@@ -239,14 +239,9 @@ def check_image_size(width: int, height: int, frames: int, limits: ImageLimits) 
             f"The image is {width}×{height} pixels ({_megapixels(width * height)}); images may "
             f"have at most {_megapixels(limits.max_pixels)} and {limits.max_side} pixels a side",
             "image_too_large")
-    if frames > limits.max_frames:
-        raise ImageRejected(f"The animated image has {frames} frames; at most "
-                            f"{limits.max_frames} are accepted", "image_too_large")
-
-
-def check_opened_image(image: Image.Image, limits: ImageLimits) -> None:
-    """Checks an image Pillow has opened (headers read, no pixels decoded yet)."""
-    check_image_size(image.width, image.height, getattr(image, "n_frames", 1), limits)
+    if frames > limits.max_frames:  # counting may stop there, so "more than" is all we know
+        raise ImageRejected(f"The animated image has more than {limits.max_frames} frames, "
+                            "the most accepted", "image_too_large")
 
 
 def check_image(source: BinaryIO, image_format: str, limits: ImageLimits) -> None:
@@ -262,7 +257,11 @@ def check_image(source: BinaryIO, image_format: str, limits: ImageLimits) -> Non
             source.seek(0)
         try:
             with Image.open(source, formats=[_PILLOW_FORMATS[image_format]]) as image:
-                check_opened_image(image, limits)
+                width, height = image.size
+                # Pillow's GIF frame count walks every frame; ours stops past the limit.
+                frames = (_gif_frames_up_to(source, limits.max_frames) if image_format == "gif"
+                          else getattr(image, "n_frames", 1))
+            check_image_size(width, height, frames, limits)
         except Image.DecompressionBombError:
             raise ImageRejected(
                 f"The image has more than {_megapixels(2 * PILLOW_MAX_IMAGE_PIXELS)}; images may "
@@ -286,6 +285,35 @@ def open_checked_image(data: bytes, limits: ImageLimits) -> Image.Image:
 
 def _megapixels(pixels: int) -> str:
     return f"{pixels / 1_000_000:g} megapixels"
+
+
+def _gif_frames_up_to(source: BinaryIO, cap: int) -> int:
+    """A GIF's frame count, found by walking its blocks (GIF89a spec) without decoding, and
+    stopping once past ``cap``: thousands of tiny frames cost Pillow's count seconds."""
+    source.seek(0)
+    screen = source.read(13)  # signature and logical screen descriptor
+    if len(screen) < 13:
+        return 1
+    if screen[10] & 0x80:  # global colour table
+        source.seek(3 << ((screen[10] & 7) + 1), io.SEEK_CUR)
+    frames = 0
+    while frames <= cap:
+        introducer = source.read(1)
+        if introducer == b"\x2c":  # image descriptor: one frame
+            descriptor = source.read(9)
+            if len(descriptor) < 9:
+                break
+            if descriptor[8] & 0x80:  # local colour table
+                source.seek(3 << ((descriptor[8] & 7) + 1), io.SEEK_CUR)
+            source.seek(1, io.SEEK_CUR)  # LZW minimum code size
+            frames += 1
+        elif introducer == b"\x21":  # extension: its label, then data sub-blocks
+            source.seek(1, io.SEEK_CUR)
+        else:  # trailer, end of file or junk
+            break
+        while (size := source.read(1)) not in (b"", b"\0"):  # skip the sub-blocks
+            source.seek(size[0], io.SEEK_CUR)
+    return max(frames, 1)
 
 
 def _webp_canvas_size(head: bytes) -> tuple[int, int] | None:

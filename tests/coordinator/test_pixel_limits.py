@@ -12,13 +12,14 @@ import threading
 import uuid
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from PIL import Image
 
 from actors import steps
 from coordinator.app import create_app
-from coordinator.media import ImageLimits
+from coordinator.media import ImageLimits, ImageRejected, check_image
 from coordinator.settings import Settings
 from coordinator.storage import LocalObjectStore
 from tests.conftest import LiveServer, create_client
@@ -159,6 +160,21 @@ def test_a_job_refuses_a_product_image_stored_under_looser_limits(api):
         fine = upload(http, png_bytes(size=(640, 480))).json()["data"]
         accepted = http.post("/api/v3/jobs", json=job_body(client["id"], productImageAssetId=fine["id"]))
         assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize("frames", [1, 2, 40])
+def test_gif_frames_are_counted_exactly_at_the_limit(frames):
+    """GIFs with comments, a loop extension and a palette per frame: accepted with exactly
+    their frame count as the limit, refused with one less."""
+    images = [Image.new("RGB", (3, 2), (i * 37 % 256, 10, 200)) for i in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   comment=b"made for a test", duration=40)
+    limits = ImageLimits.from_settings(DEFAULTS)
+    check_image(io.BytesIO(buffer.getvalue()), "gif", replace(limits, max_frames=frames))
+    if frames > 1:
+        with pytest.raises(ImageRejected):
+            check_image(io.BytesIO(buffer.getvalue()), "gif", replace(limits, max_frames=frames - 1))
 
 
 # ---- the decode in the job actor --------------------------------------------------------------
