@@ -1,0 +1,160 @@
+"""cluster.yaml and serve_config.yaml, checked with Ray's own validation and against the facts an
+operator relies on: GPU counts that match the instance types, the head as the only node that
+advertises ``coordinator`` (so the placement in ``actors.placement`` puts renderers on GPU nodes
+and everything else on the head), only the code uploaded to nodes, and setup that works."""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.serve.schema import ServeDeploySchema
+
+from actors.placement import COORDINATOR_RESOURCE, make_placement
+from models.presets import GPU_PRESET, get_preset
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What AWS sells (vCPUs, NVIDIA GPUs); a node type on an instance type not listed here fails
+# the test until someone looks the numbers up.
+INSTANCE_TYPES = {
+    "m6i.2xlarge": {"CPU": 8, "GPU": 0},
+    "g5.2xlarge": {"CPU": 8, "GPU": 1},      # 1x A10G
+    "p4d.24xlarge": {"CPU": 96, "GPU": 8},   # 8x A100
+}
+
+
+@pytest.fixture(scope="module")
+def cluster_config() -> dict:
+    """cluster.yaml as Ray reads it: merged with the provider's defaults, then validated
+    against Ray's cluster schema."""
+    prepared = prepare_config(yaml.safe_load((REPO / "cluster.yaml").read_text()))
+    validate_config(prepared)
+    return prepared
+
+
+def node_resources(node_type: dict) -> dict[str, float]:
+    """What a node of this type advertises: its hardware, overridden by declared resources
+    (as the autoscaler and ``ray start`` combine them)."""
+    return {**INSTANCE_TYPES[node_type["node_config"]["InstanceType"]], **node_type["resources"]}
+
+
+def fits(request: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(name, 0) >= amount for name, amount in request.items() if amount > 0)
+
+
+def actor_request(options: dict) -> dict[str, float]:
+    return {"CPU": options.get("num_cpus", 0), "GPU": options.get("num_gpus", 0),
+            **options.get("resources", {})}
+
+
+def test_declared_gpus_match_the_instance_types(cluster_config):
+    for name, node_type in cluster_config["available_node_types"].items():
+        instance = node_type["node_config"]["InstanceType"]
+        assert instance in INSTANCE_TYPES, f"{name}: look up {instance}'s GPUs and add it above"
+        assert node_type["resources"].get("GPU", 0) == INSTANCE_TYPES[instance]["GPU"], name
+
+
+def test_only_the_head_advertises_coordinator(cluster_config):
+    node_types = cluster_config["available_node_types"]
+    head = node_types[cluster_config["head_node_type"]]
+    assert head["resources"] == {COORDINATOR_RESOURCE: 1000}
+    assert node_resources(head)["GPU"] == 0
+    for name, node_type in node_types.items():
+        if node_type is not head:
+            assert COORDINATOR_RESOURCE not in node_type["resources"], name
+
+
+def test_placement_puts_renderers_on_gpu_nodes_and_the_rest_on_the_head(cluster_config):
+    node_types = cluster_config["available_node_types"]
+    nodes = {name: node_resources(node_type) for name, node_type in node_types.items()}
+    head = cluster_config["head_node_type"]
+    # The cluster at its smallest: the head and one node of each GPU type.
+    totals: dict[str, float] = {}
+    for resources in nodes.values():
+        for resource, amount in resources.items():
+            totals[resource] = totals.get(resource, 0) + amount
+    placement = make_placement("cluster", cluster_resources=totals)
+
+    for deployment in ("ImageRenderer", "ClipRenderer"):
+        request = actor_request(placement.deployments[deployment]["ray_actor_options"])
+        assert request["GPU"] == 1
+        assert {name for name, node in nodes.items() if fits(request, node)} == set(nodes) - {head}
+    for what, request in {"Api": actor_request(placement.deployments["Api"]["ray_actor_options"]),
+                          "job actor": actor_request(placement.job_actor),
+                          "compositing": actor_request(placement.composite)}.items():
+        assert {name for name, node in nodes.items() if fits(request, node)} == {head}, what
+
+
+def test_only_the_code_is_uploaded(cluster_config):
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    # What `pip install -e .` on a node needs: pyproject.toml, its readme, its modules and
+    # packages; plus the Serve config the operator deploys from the head.
+    packages = {pattern.rstrip("*") for pattern in
+                pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    modules = {f"{name}.py" for name in pyproject["tool"]["setuptools"]["py-modules"]}
+    needed = {"pyproject.toml", pyproject["project"]["readme"], "serve_config.yaml",
+              *packages, *modules}
+
+    sources = {}
+    for remote, local in cluster_config["file_mounts"].items():
+        relative = (REPO / local).resolve().relative_to(REPO)
+        assert relative.parts, f"{remote} uploads the whole checkout"
+        assert (REPO / relative).exists(), local
+        sources[str(relative)] = remote
+    assert set(sources) == needed
+    assert all(remote.startswith("/home/ubuntu/renderfarm/") for remote in sources.values())
+    # Inside the uploaded packages, nothing local either.
+    assert {"__pycache__", ".venv", ".renderfarm", ".git"} <= set(cluster_config["rsync_exclude"])
+
+
+def node_env(cluster_config) -> dict[str, str]:
+    """The settings the setup commands write for every node's Ray processes."""
+    for command in cluster_config["setup_commands"]:
+        words = shlex.split(command)
+        if words[:2] == ["printf", "%s\\n"]:
+            exports = words[2:words.index(">")]
+            return dict(line.removeprefix("export ").split("=", 1) for line in exports)
+    raise AssertionError("no setup command writes the node settings")
+
+
+def test_nodes_get_the_settings_a_cluster_needs(cluster_config):
+    env = node_env(cluster_config)
+    assert env["ENVIRONMENT"] == "production"
+    assert env["DATABASE_URL"].startswith("postgresql://") and env["S3_BUCKET"]
+    assert env["AUTH_SECRET"] == "CHANGE_ME"  # a placeholder the next command refuses
+    assert any("grep -n CHANGE_ME" in command for command in cluster_config["setup_commands"])
+    # The renderers have GPUs: the GPU preset, and one that exists.
+    assert env["RENDERFARM_DEFAULT_PRESET"] == GPU_PRESET
+    get_preset(env["RENDERFARM_DEFAULT_PRESET"])
+    assert "RENDERFARM_RENDER_GPUS" not in env  # the cluster profile asks for one GPU itself
+
+
+def test_setup_installs_into_a_venv_with_the_ray_that_runs_ray_up(cluster_config):
+    head = cluster_config["available_node_types"][cluster_config["head_node_type"]]
+    assert head["node_config"]["ImageId"] != "latest_dlami"  # Ray 2.60: Ubuntu 18.04, CUDA 11.2
+    commands = " ; ".join(cluster_config["setup_commands"] + cluster_config["head_setup_commands"]
+                          + cluster_config["worker_setup_commands"])
+    assert f"'ray[serve]=={ray.__version__}'" in commands
+    assert "uv venv --python 3.11 .venv" in commands
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert ">=3.11" in requires
+    # Every install goes into the venv (the image's own Python refuses pip, PEP 668); this
+    # also rules out Ray's default head setup, `pip install boto3`.
+    installs = commands.count("pip install")
+    assert installs and commands.count("uv pip install --python .venv/bin/python") == installs
+
+
+def test_serve_config_passes_serves_schema_and_asks_for_the_cluster_profile():
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load((REPO / "serve_config.yaml").read_text()))
+    [application] = config.applications
+    assert application.import_path == "serve_app:app"
+    assert application.args == {"profile": "cluster"}
+    # Replica counts, resources and batching live in actors/placement.py, not here as well.
+    assert not application.deployments
