@@ -17,6 +17,7 @@ from ray.util import metrics
 from actors.compositor import encode_frames_to_mp4
 from actors.messages import ClipRequest, ClipResult
 from actors.model_shelf import ModelShelf
+from actors.render_sharing import SharedRenders
 from models.pipelines import ClipModel, load_clip_model
 from models.presets import default_preset_name, get_preset
 
@@ -30,6 +31,8 @@ class ClipRenderer:
     def __init__(self, models_dir: str, preload: list[str] | None = None):
         """Loads the default preset's pipeline (and any in ``preload``) before taking traffic."""
         self.models = ModelShelf[ClipModel](load_clip_model, Path(models_dir), "clip")
+        # A job actor's next incarnation re-sends its renders: they are adopted, not redone.
+        self._shared = SharedRenders(keep=16)
         self._pipeline_turn = asyncio.Lock()
         self._clips_rendered = metrics.Counter(
             "renderfarm_clips_rendered", "Scene clips rendered", tag_keys=("preset",))
@@ -40,7 +43,15 @@ class ClipRenderer:
             self.models.load_now(name)
 
     async def render(self, request: ClipRequest) -> ClipResult:
-        """Animate one scene image into a clip of the preset's frame count and fps."""
+        """Animate one scene image into a clip of the preset's frame count and fps; a request
+        equal to one in flight or just rendered is answered from it (``SharedRenders``)."""
+        return await self._shared.run(request, lambda: self._render(request))
+
+    def recent_renders_by_seed(self) -> dict[int, int]:
+        """How many times each recent request was rendered on this replica, by seed."""
+        return dict(self._shared.renders_by_seed)
+
+    async def _render(self, request: ClipRequest) -> ClipResult:
         preset = get_preset(request.preset)
         model = await self.models.get(request.preset)
         image = Image.open(io.BytesIO(request.image_png)).convert("RGB")

@@ -1,6 +1,7 @@
 """Compositing as a Ray task: it gets CPU of its own from the scheduler (the job actor asks
 for none; how much, and on which nodes, is ``actors.placement``'s call) and can be stopped with
-``ray.cancel``, which ends ffmpeg too."""
+``ray.cancel``, which ends ffmpeg too. If its worker process dies (killed, out of memory, its
+node lost), Ray runs it again from the stored clips: no clip is rendered again."""
 
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ class CompositeOutput:
     seconds: float  # wall time of compositing, for the cost ledger
 
 
-@ray.remote(max_retries=0)
+# Re-runs after a crash of the worker (system failures only: an ffmpeg error is an answer).
+COMPOSITE_RETRIES = 3
+
+
+@ray.remote(max_retries=COMPOSITE_RETRIES, retry_exceptions=False)
 def composite_task(settings: Settings, clips: list[ClipPlan], cta: CallToActionCard, *,
                    width: int, height: int, fps: int) -> CompositeOutput:
     """Downloads the scene clips, composites the ad (see ``actors.compositor``), and returns the

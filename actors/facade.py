@@ -23,6 +23,9 @@ from models.presets import GPU_PRESET
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 2.0
+# Resumption pokes run side by side, each bounded: one hung actor must not hold up the rest.
+SUPERVISE_CONCURRENCY = 8
+SUPERVISE_POKE_TIMEOUT_S = 15.0
 DEFAULT_PRESET_WAIT_S = 2.0
 
 
@@ -111,13 +114,35 @@ class RayJobRunner:
 
     async def supervise(self, sessions: async_sessionmaker[AsyncSession],
                         interval_s: float = SUPERVISE_INTERVAL_S) -> None:
-        """Runs for the life of the API replica; on start-up this resumes orphaned jobs."""
-        while True:
+        """Runs for the life of the API replica; on start-up this resumes orphaned jobs.
+        Pokes run concurrently (at most ``SUPERVISE_CONCURRENCY``), each given up after
+        ``SUPERVISE_POKE_TIMEOUT_S``; a job whose poke still runs is not poked again."""
+        slots = asyncio.Semaphore(SUPERVISE_CONCURRENCY)
+        running: dict[str, asyncio.Task] = {}
+        try:
+            while True:
+                try:
+                    for job_id in await self.jobs_needing_an_actor(sessions):
+                        if job_id not in running:
+                            task = asyncio.create_task(self._supervised_poke(job_id, slots))
+                            running[job_id] = task
+                            task.add_done_callback(
+                                lambda _, job_id=job_id: running.pop(job_id, None))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a database blip must not end supervision
+                    log.exception("job supervision pass failed")
+                await asyncio.sleep(interval_s)
+        finally:
+            for task in list(running.values()):
+                task.cancel()
+
+    async def _supervised_poke(self, job_id: str, slots: asyncio.Semaphore) -> None:
+        async with slots:
             try:
-                for job_id in await self.jobs_needing_an_actor(sessions):
-                    await self.poke_now(job_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a database blip must not end supervision
-                log.exception("job supervision pass failed")
-            await asyncio.sleep(interval_s)
+                await asyncio.wait_for(self._poke(job_id), SUPERVISE_POKE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("job %s: its actor did not answer within %.0f s; poked again later",
+                            job_id, SUPERVISE_POKE_TIMEOUT_S)
+            except Exception:
+                log.exception("job %s: could not reach its actor; poked again later", job_id)

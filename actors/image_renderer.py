@@ -15,6 +15,7 @@ from ray.util import metrics
 
 from actors.messages import ImageRequest, ImageResult
 from actors.model_shelf import ModelShelf
+from actors.render_sharing import SharedRenders
 from models.pipelines import ImageModel, load_image_model
 from models.presets import default_preset_name
 
@@ -26,6 +27,8 @@ class ImageRenderer:
     def __init__(self, models_dir: str, preload: list[str] | None = None):
         """Loads the default preset's pipeline (and any in ``preload``) before taking traffic."""
         self.models = ModelShelf[ImageModel](load_image_model, Path(models_dir), "image")
+        # A job actor's next incarnation re-sends its renders: they are adopted, not redone.
+        self._shared = SharedRenders(keep=64)
         self._images_rendered = metrics.Counter(
             "renderfarm_images_rendered", "Scene images rendered", tag_keys=("preset",))
         self._render_seconds = metrics.Histogram(
@@ -41,8 +44,13 @@ class ImageRenderer:
         return self._default_preset
 
     async def render(self, request: ImageRequest) -> ImageResult:
-        """One scene image. Concurrent calls are batched (see ``_render_batch``)."""
-        return await self._render_batch(request)
+        """One scene image. Concurrent calls are batched (see ``_render_batch``); a request
+        equal to one in flight or just rendered is answered from it (``SharedRenders``)."""
+        return await self._shared.run(request, lambda: self._render_batch(request))
+
+    def recent_renders_by_seed(self) -> dict[int, int]:
+        """How many times each recent request was rendered on this replica, by seed."""
+        return dict(self._shared.renders_by_seed)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
     async def _render_batch(self, requests: list[ImageRequest]) -> list[ImageResult]:

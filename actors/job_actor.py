@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Awaitable, Callable, Coroutine, Iterable, TypeVar
 
 import ray
 from ray.util import metrics
 
-from actors import steps
-from actors.composite_task import ClipPlan, CompositeOutput, composite_task
+from actors import steps, transient
+from actors.capacity import CapacityWait, CapacityWatch
+from actors.composite_task import COMPOSITE_RETRIES, ClipPlan, CompositeOutput, composite_task
 from actors.compositor import CallToActionCard, CompositorError
 from actors.job_store import JobStore
 from actors.messages import ClipRequest, ImageRequest
@@ -28,12 +29,14 @@ from coordinator.db.models import Job, Scene
 from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus, SceneStatus
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
 from coordinator.planner import PlannedScene, PlannerError, plan_storyboard, replan_scene
-from coordinator.progress import REVIEW_PERCENT, progress, step_percent
+from coordinator.progress import REVIEW_PERCENT, STEPS, progress, step_percent
 from coordinator.settings import Settings
 from coordinator.storage import ObjectStore, make_object_store
 from models.presets import apply_prompt_template, get_preset
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ACTOR_NAMESPACE = "renderfarm"
 DEFAULT_CTA_BACKGROUND = "#111111"
@@ -69,6 +72,8 @@ class JobActor:
         self.clips = clips
         self.jobs = JobStore(settings, job_id)
         self.objects: ObjectStore = make_object_store(settings)
+        self.capacity = CapacityWatch(placement, autoscaling=settings.renderfarm_autoscaling,
+                                      wait_limit_s=settings.capacity_wait_seconds)
         self._run_task: asyncio.Task | None = None
         # Scenes finish concurrently; progress writes go one at a time and never backwards.
         self._progress_lock = asyncio.Lock()
@@ -122,10 +127,15 @@ class JobActor:
             log.info("job %s: stopped: %s", self.job_id, exc)
         except steps.StepFailed as failure:
             await self.jobs.fail(failure.message, failure.code)
-        except Exception:
+        except Exception as exc:
             log.exception("job %s failed", self.job_id)
-            await self.jobs.fail("The render farm hit an internal error; retry the job or "
-                                 "contact the operator", "internal_error")
+            if transient.is_transient(exc):
+                await self.jobs.fail("The database or the object store was unreachable for "
+                                     "longer than the retries cover; retry the job",
+                                     "service_unavailable")
+            else:
+                await self.jobs.fail("The render farm hit an internal error; retry the job or "
+                                     "contact the operator", "internal_error")
         finally:
             if not cancelled:
                 try:
@@ -170,6 +180,23 @@ class JobActor:
 
         await _all_at_once(one(scene) for scene in todo)
 
+    def _waiting(self, stage: str) -> Callable[[str], Awaitable[None]]:
+        """Reports that ``stage``'s work waits for a render worker to start."""
+        async def report(message: str) -> None:
+            async with self._progress_lock:
+                percent = (max(self._reported_percent, step_percent(stage, 0, 1))
+                           if stage in STEPS else REVIEW_PERCENT)
+                await self.jobs.set_progress(progress(stage, percent, message))
+        return report
+
+    def _capacity(self, handle: Any, what: str, stage: str) -> Callable[[], CapacityWait]:
+        return lambda: CapacityWait(self.capacity, handle, what, self._waiting(stage))
+
+    async def _store(self, method: Callable[..., T], *args: Any) -> T:
+        """An object-store call, in a thread, riding out short outages."""
+        return await transient.retry_transient(lambda: asyncio.to_thread(method, *args),
+                                               "object store")
+
     async def _report(self, stage: str, done: int, total: int, label: str) -> None:
         async with self._progress_lock:
             percent = max(step_percent(stage, done, total), self._reported_percent)
@@ -202,16 +229,17 @@ class JobActor:
                                            "clip_rendering", 0, 1), "Auto-approved; rendering clips"))
 
     async def _render_image(self, job: Job, scene: Scene, *, version: int,
-                            text: dict[str, Any] | None = None) -> None:
+                            text: dict[str, Any] | None = None,
+                            stage: str = "image_generation") -> None:
         preset = get_preset(job.preset)
         width, height = preset.image_size[job.aspect_ratio]
         shot_type = (text or {}).get("shot_type", scene.shot_type)
         product_asset = (job.advanced or {}).get("productImageAssetId")
         if product_asset and shot_type == "product":
             # The product shot shows the client's real product photo, not an invention.
-            png = await asyncio.to_thread(steps.product_image_png, self.objects,
-                                          await self.jobs.asset_key(product_asset, job.owner_id),
-                                          width, height)
+            png = await self._store(steps.product_image_png, self.objects,
+                                    await self.jobs.asset_key(product_asset, job.owner_id),
+                                    width, height)
             seconds = 0.0
         else:
             brief = steps.planning_brief(job)
@@ -221,20 +249,21 @@ class JobActor:
                     preset, prompt_source, steps.style_unless_present(brief.style, prompt_source)),
                 seed=steps.scene_seed(job.seed, scene.id, version), width=width, height=height,
                 negative_prompt=steps.negative_prompt(preset, brief))
-            result = await steps.call_renderer(lambda: self.images.render.remote(request),
-                                               f"Rendering the image of scene {scene.scene_idx}",
-                                               timeout_s=self.settings.render_timeout_seconds)
+            what = f"Rendering the image of scene {scene.scene_idx}"
+            result = await steps.call_renderer(lambda: self.images.render.remote(request), what,
+                                               timeout_s=self.settings.render_timeout_seconds,
+                                               capacity=self._capacity(self.images, what, stage))
             png, seconds = result.png, result.seconds
         key = steps.scene_image_key(job.id, scene.id, version)
-        await asyncio.to_thread(self.objects.put_bytes, key, png, "image/png")
+        await self._store(self.objects.put_bytes, key, png, "image/png")
         stored = await self.jobs.record_image(
             scene.id, key=key, version=version, seconds=seconds,
             cost=pricing.image_cost(self.settings, seconds), text=text)
         if not stored:  # the job ended meanwhile: keep nothing it no longer refers to
-            await asyncio.to_thread(self.objects.delete, key)
+            await self._store(self.objects.delete, key)
             raise steps.JobEnded(job.id)
         if scene.image_key and scene.image_key != key:
-            await asyncio.to_thread(self.objects.delete, scene.image_key)  # the replaced image
+            await self._store(self.objects.delete, scene.image_key)  # the replaced image
 
     async def _regenerate(self, job: Job, scene: Scene) -> None:
         """Re-plans the scene's text with the person's feedback and renders a new version."""
@@ -252,7 +281,8 @@ class JobActor:
                 text = {"description": new_scene.description, "script": new_scene.script,
                         "image_prompt": new_scene.image_prompt,
                         "shot_type": new_scene.shot_type.value}
-            await self._render_image(job, scene, version=scene.version + 1, text=text)
+            await self._render_image(job, scene, version=scene.version + 1, text=text,
+                                     stage="regenerating_scene")
         except (PlannerError, steps.StepFailed) as exc:
             # The storyboard stays usable with the scene's previous image.
             await self.jobs.mark_scene_failed(scene.id, str(exc))
@@ -271,20 +301,22 @@ class JobActor:
     async def _render_clip(self, job: Job, scene: Scene) -> None:
         preset = get_preset(job.preset)
         width, height = preset.clip_size[job.aspect_ratio]
-        image_png = await asyncio.to_thread(self.objects.get_bytes, scene.image_key)
+        image_png = await self._store(self.objects.get_bytes, scene.image_key)
         request = ClipRequest(preset=job.preset, image_png=image_png,
                               seed=steps.scene_seed(job.seed, scene.id, scene.version),
                               width=width, height=height, prompt=scene.image_prompt)
-        result = await steps.call_renderer(lambda: self.clips.render.remote(request),
-                                           f"Rendering the clip of scene {scene.scene_idx}",
-                                           timeout_s=self.settings.render_timeout_seconds)
+        what = f"Rendering the clip of scene {scene.scene_idx}"
+        result = await steps.call_renderer(lambda: self.clips.render.remote(request), what,
+                                           timeout_s=self.settings.render_timeout_seconds,
+                                           capacity=self._capacity(self.clips, what,
+                                                                   "clip_rendering"))
         key = steps.scene_clip_key(job.id, scene.id, scene.version)
-        await asyncio.to_thread(self.objects.put_bytes, key, result.mp4, "video/mp4")
+        await self._store(self.objects.put_bytes, key, result.mp4, "video/mp4")
         stored = await self.jobs.record_clip(scene.id, key=key, version=scene.version,
                                              seconds=result.seconds,
                                              cost=pricing.clip_cost(self.settings, result.seconds))
         if not stored:
-            await asyncio.to_thread(self.objects.delete, key)
+            await self._store(self.objects.delete, key)
             raise steps.JobEnded(job.id)
 
     async def _composite_and_deliver(self, job: Job) -> None:
@@ -307,13 +339,20 @@ class JobActor:
             if cause is None:
                 raise
             raise steps.StepFailed(f"Compositing failed: {cause}", "composite_failed") from exc
+        except Exception as exc:
+            if not steps.is_retryable(exc):
+                raise
+            # Ray already re-ran the task after each crash of its worker (COMPOSITE_RETRIES).
+            raise steps.StepFailed(f"Compositing failed: its worker was lost "
+                                   f"{COMPOSITE_RETRIES + 1} times ({type(exc).__name__})",
+                                   "composite_worker_lost") from exc
         await self.jobs.record_usage("composite", seconds=output.seconds,
                                      cost=pricing.composite_cost(self.settings, output.seconds))
         await self.jobs.set_progress(progress("uploading", step_percent("uploading", 0, 1),
                                               "Uploading the video"))
         keys = (steps.video_key(job.id), steps.thumbnail_key(job.id))
-        await asyncio.to_thread(self.objects.put_bytes, keys[0], output.video_mp4, "video/mp4")
-        await asyncio.to_thread(self.objects.put_bytes, keys[1], output.thumbnail_jpg, "image/jpeg")
+        await self._store(self.objects.put_bytes, keys[0], output.video_mp4, "video/mp4")
+        await self._store(self.objects.put_bytes, keys[1], output.thumbnail_jpg, "image/jpeg")
         try:
             await self.jobs.transition(
                 JobStatus.COMPLETED, video_key=keys[0], thumbnail_key=keys[1],
@@ -323,7 +362,7 @@ class JobActor:
         except IllegalTransition:
             # Cancelled while uploading: a cancelled job keeps no final video.
             for key in keys:
-                await asyncio.to_thread(self.objects.delete, key)
+                await self._store(self.objects.delete, key)
             raise
 
 

@@ -1,6 +1,9 @@
 """The job actor's view of the database: the source of truth it reads on every step and writes
 before anyone is told. Every write that records finished work is guarded by the job's status,
-so results landing after a cancel do not change a cancelled job."""
+so results landing after a cancel do not change a cancelled job. Each call rides out a short
+database outage (``actors.transient``). Every call is one transaction, so a failure before
+its commit leaves nothing a retry would repeat (a connection lost during the commit itself is
+the one edge: a ledger row could then be written twice)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.base import utcnow
 from actors.steps import JobEnded, StepFailed
+from actors.transient import retried
 from coordinator.db.models import Asset, Job, RenderUsage, Scene
 from coordinator.db.session import make_engine, make_sessionmaker
 from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus, SceneStatus, transition
@@ -31,16 +35,19 @@ class JobStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    @retried("database")
     async def job(self) -> Job | None:
         async with self.sessions() as session:
             return await session.get(Job, self.job_id)
 
+    @retried("database")
     async def scenes(self) -> list[Scene]:
         async with self.sessions() as session:
             rows = await session.scalars(select(Scene).where(Scene.job_id == self.job_id)
                                          .order_by(Scene.scene_idx))
             return list(rows.all())
 
+    @retried("database")
     async def asset_key(self, asset_id: str, owner: str) -> str:
         """Where an asset the job refers to (its product image) is stored."""
         async with self.sessions() as session:
@@ -55,12 +62,14 @@ class JobStore:
         status = await session.scalar(select(Job.status).where(Job.id == self.job_id))
         return status is not None and status not in _TERMINAL_VALUES
 
+    @retried("database")
     async def transition(self, target: JobStatus, **changes: Any) -> Job:
         """Moves the job through ``coordinator.job_states`` (409-style refusal on a race)."""
         async with self.sessions() as session:
             job = await session.get(Job, self.job_id)
             return await transition(session, job, target, **changes)
 
+    @retried("database")
     async def set_progress(self, progress: dict[str, Any]) -> None:
         """Raises ``JobEnded`` when the job ended meanwhile (a cancel): the work stops there."""
         async with self.sessions() as session:
@@ -71,6 +80,7 @@ class JobStore:
         if result.rowcount != 1:
             raise JobEnded(self.job_id)
 
+    @retried("database")
     async def fail(self, message: str, code: str) -> None:
         """Ends the job as ``failed`` unless it already ended (e.g. was cancelled)."""
         async with self.sessions() as session:
@@ -83,6 +93,7 @@ class JobStore:
             except IllegalTransition:
                 pass  # a cancel won the race; its state stands
 
+    @retried("database")
     async def save_storyboard(self, owner: str, planned: list[PlannedScene], *,
                               planner_cost: float) -> list[Scene]:
         """Writes the planned scenes once (a resumed actor finds them and skips planning)."""
@@ -100,6 +111,7 @@ class JobStore:
                 await session.commit()
         return await self.scenes()
 
+    @retried("database")
     async def record_image(self, scene_id: str, *, key: str, version: int, seconds: float,
                            cost: float, text: dict[str, Any] | None = None) -> bool:
         """Stores a rendered image (and, for a regeneration, the re-planned text and the new
@@ -116,6 +128,7 @@ class JobStore:
             await session.commit()
             return True
 
+    @retried("database")
     async def record_clip(self, scene_id: str, *, key: str, version: int, seconds: float,
                           cost: float) -> bool:
         async with self.sessions() as session:
@@ -128,23 +141,27 @@ class JobStore:
             await session.commit()
             return True
 
+    @retried("database")
     async def record_usage(self, kind: str, *, seconds: float, cost: float) -> None:
         async with self.sessions() as session:
             session.add(RenderUsage(job_id=self.job_id, kind=kind, seconds=seconds, cost=cost))
             await session.commit()
 
+    @retried("database")
     async def mark_scene_failed(self, scene_id: str, message: str) -> None:
         async with self.sessions() as session:
             await session.execute(update(Scene).where(Scene.id == scene_id).values(
                 status=SceneStatus.FAILED.value, error=message, regenerate_feedback=None, updated_at=utcnow()))
             await session.commit()
 
+    @retried("database")
     async def actual_cost(self) -> float:
         async with self.sessions() as session:
             total = await session.scalar(select(func.coalesce(func.sum(RenderUsage.cost), 0.0))
                                          .where(RenderUsage.job_id == self.job_id))
             return round(float(total or 0.0), 6)
 
+    @retried("database")
     async def usage_count(self, kind: str, scene_id: str | None = None) -> int:
         async with self.sessions() as session:
             query = select(func.count()).select_from(RenderUsage).where(

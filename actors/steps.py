@@ -14,6 +14,7 @@ import ray.exceptions
 from PIL import Image, ImageOps
 from ray.serve import exceptions as serve_exceptions
 
+from actors.capacity import CHECK_AFTER_S, CapacityProblem, CapacityWait
 from coordinator.db.models import Job
 from coordinator.media import ImageLimits, ImageRejected, open_checked_image
 from coordinator.planner import PlanningBrief, negative_prompt_terms
@@ -145,19 +146,27 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 async def call_renderer(call: Callable[[], Any], what: str,
-                        attempts: int = RENDER_ATTEMPTS, timeout_s: float = 900.0) -> Any:
+                        attempts: int = RENDER_ATTEMPTS, timeout_s: float = 900.0,
+                        capacity: Callable[[], CapacityWait] | None = None) -> Any:
     """Awaits a renderer call (a ``DeploymentResponse``), retrying when the replica serving it
     died (Serve restarts it or routes to another). A failure of the request itself is raised
     as ``StepFailed``. When the caller is cancelled or the call times out, the request is
-    cancelled on the replica too, so no GPU keeps working for a job that stopped waiting."""
+    cancelled on the replica too, so no GPU keeps working for a job that stopped waiting.
+
+    ``timeout_s`` counts from when a replica took the request: time queued for a worker is
+    governed by ``capacity`` (see ``actors.capacity``), not by the render time limit."""
     delay = 0.5
     for attempt in range(1, attempts + 1):
         response = call()
         try:
+            await _assigned(response, capacity() if capacity else None)
             return await asyncio.wait_for(_result(response), timeout=timeout_s)
         except asyncio.TimeoutError:
             response.cancel()
             raise StepFailed(f"{what} took longer than {timeout_s:.0f} s", "render_timeout") from None
+        except CapacityProblem as problem:
+            response.cancel()
+            raise StepFailed(problem.message, problem.code) from None
         except asyncio.CancelledError:
             response.cancel()
             raise
@@ -170,6 +179,24 @@ async def call_renderer(call: Callable[[], Any], what: str,
             await asyncio.sleep(delay)
             delay = min(delay * 2, 8.0)
     raise AssertionError("unreachable")
+
+
+async def _assigned(response: Any, capacity: CapacityWait | None) -> None:
+    """Returns once a replica has taken the request. ``_to_object_ref`` (a Serve developer
+    API) resolves exactly then; only a request still waiting after ``CHECK_AFTER_S`` has its
+    capacity looked at, so a request taken at once costs no extra call."""
+    assignment = asyncio.ensure_future(response._to_object_ref())
+    try:
+        while True:
+            done, _ = await asyncio.wait({assignment}, timeout=CHECK_AFTER_S)
+            if done:
+                assignment.result()  # raises what the assignment raised (e.g. no replica)
+                return
+            if capacity is not None:
+                await capacity.check()
+    finally:
+        if not assignment.done():
+            assignment.cancel()
 
 
 async def _result(response: Any) -> Any:

@@ -34,7 +34,8 @@ def fail_during_storyboard(settings, job_id: str) -> None:
     async def fail() -> None:
         store = JobStore(settings, job_id)
         try:
-            await store.fail("Rendering the image of scene 1 failed: out of memory", "render_failed")
+            await store.fail("Rendering the image of scene 1 failed: out of memory",
+                             "render_failed")
         finally:
             await store.close()
 
