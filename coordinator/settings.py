@@ -92,7 +92,12 @@ class Settings(BaseSettings):
 
     # Jobs.
     max_active_jobs_per_user: int = Field(default=3, ge=1)
-    render_timeout_seconds: float = Field(default=900.0, gt=0)
+    render_timeout_seconds: float = Field(default=900.0, gt=0)  # from when a renderer starts
+    # How long renderer work may wait for a worker that is coming (an autoscaling GPU node).
+    capacity_wait_seconds: float = Field(default=1800.0, gt=0)
+    # Whether the cluster has an autoscaler that can add nodes (cluster.yaml sets it): without
+    # one, work no node can ever hold fails at once instead of waiting for capacity_wait_seconds.
+    renderfarm_autoscaling: bool = False
     ffmpeg_timeout_seconds: float = Field(default=600.0, gt=0)
 
     @field_validator("cors_origins", "url_import_allow_networks", mode="before")
