@@ -26,6 +26,7 @@ from actors.placement import Placement
 from coordinator import pricing
 from coordinator.db.base import utcnow
 from coordinator.db.models import Job, Scene
+from coordinator.media import ImageLimits
 from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus, SceneStatus
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
 from coordinator.planner import PlannedScene, PlannerError, plan_storyboard, replan_scene
@@ -239,7 +240,7 @@ class JobActor:
             # The product shot shows the client's real product photo, not an invention.
             png = await self._store(steps.product_image_png, self.objects,
                                     await self.jobs.asset_key(product_asset, job.owner_id),
-                                    width, height)
+                                    width, height, ImageLimits.from_settings(self.settings))
             seconds = 0.0
         else:
             brief = steps.planning_brief(job)

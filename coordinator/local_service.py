@@ -30,7 +30,8 @@ def run_local_service(*, host: str, port: int, dashboard_port: int, profile: str
     if address:
         context = ray.init(address=address, namespace=APP_NAME)
     else:
-        context = ray.init(namespace=APP_NAME, include_dashboard=True,
+        # "local": a Ray of our own, even where `ray start` left a cluster ray.init would join.
+        context = ray.init(address="local", namespace=APP_NAME, include_dashboard=True,
                            dashboard_host="127.0.0.1", dashboard_port=dashboard_port)
     # After ray.init, which installs handlers of its own that would end the process abruptly.
     stop = threading.Event()

@@ -258,7 +258,7 @@ def ray_session(tmp_path_factory):
     write_slow_preset(presets_dir)
     env = {"RENDERFARM_RENDER_GPUS": "0", "RENDERFARM_PRESETS_PATH": str(presets_dir)}
     os.environ.update(env)  # the driver validates presets too
-    ray.init(num_cpus=2, include_dashboard=False, namespace="renderfarm-tests",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="renderfarm-tests",
              log_to_driver=False, runtime_env={"env_vars": env})
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
