@@ -7,6 +7,8 @@ a head node with CPUs and the ``coordinator`` resource, and GPU worker nodes wit
 come from the environment, as on the nodes of a real cluster (DATABASE_URL, S3_*, AUTH_SECRET,
 RENDERFARM_*).
 
+Placements are read with Ray's state API, which asks the head's dashboard: the head starts one.
+
 Usage: python multi_node_driver.py FACTS_JSON_PATH HTTP_PORT DASHBOARD_PORT SLOW_PRESET
 The test asserts on the facts; this script only acts and records.
 """
@@ -14,6 +16,7 @@ The test asserts on the facts; this script only acts and records.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -56,6 +59,9 @@ def main(facts_path: Path, http_port: int, dashboard_port: int, slow_preset: str
         workers = [cluster.add_node(**GPU_WORKER) for _ in range(2)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
+        # Whether Ray's token auth is on for this driver (a token in ~/.ray/auth_token can turn
+        # it on; the state API below then has to send it): recorded to explain a failure there.
+        facts["ray_auth_mode"] = os.environ.get("RAY_AUTH_MODE")
         facts["head_node"] = cluster.head_node.node_id
         facts["gpu_nodes"] = [node.node_id for node in workers]
         facts["nodes"] = {node["NodeID"]: node["Resources"] for node in ray.nodes() if node["Alive"]}

@@ -25,7 +25,7 @@ import pytest
 
 from coordinator.settings import Settings
 from tests.conftest import SLOW_PRESET, free_port, write_slow_preset
-from tests.jobs_helpers import renders_per_scene
+from tests.jobs_helpers import job_object_keys, renders_per_scene
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("multi_node_driver.py")
@@ -134,6 +134,11 @@ def test_losing_the_clip_node_mid_job_redoes_no_finished_work(cluster_run):
     for scene_id in loss["clips_done_before"]:
         assert clips[scene_id] == 1, "a clip finished before the node was lost was rendered again"
     assert set(images.values()) == {1}, "an image was rendered again"
+    # And in S3: version 1 of each scene's image and clip, nothing else.
+    stored = {key for key in job_object_keys(cluster_run["settings"], job["id"])
+              if "/scenes/" in key}
+    assert stored == {f"jobs/{job['id']}/scenes/{scene_id}/{artifact}"
+                      for scene_id in scene_ids for artifact in ("image-v1.png", "clip-v1.mp4")}
 
 
 def test_single_node_settings_are_refused_on_a_multi_node_cluster(cluster_run):
