@@ -109,7 +109,8 @@ def test_only_the_code_is_uploaded(cluster_config):
         assert (REPO / relative).exists(), local
         sources[str(relative)] = remote
     assert set(sources) == needed
-    assert all(remote.startswith("/home/ubuntu/renderfarm/") for remote in sources.values())
+    # Laid out on the node as in the checkout, where setup runs `pip install -e .`.
+    assert all(remote == f"/home/ubuntu/renderfarm/{local}" for local, remote in sources.items())
     # Inside the uploaded packages, nothing local either.
     assert {"__pycache__", ".venv", ".renderfarm", ".git"} <= set(cluster_config["rsync_exclude"])
 
