@@ -151,6 +151,8 @@ def test_setup_refuses_placeholders_then_writes_the_node_settings(cluster_config
     assert env["RENDERFARM_MODELS_DIR"] == f"{tmp_path}/models"
     assert env["PATH"].startswith(f"{tmp_path}/renderfarm/.venv/bin:")
     assert "RENDERFARM_RENDER_GPUS" not in env  # the cluster profile asks for one GPU itself
+    # GPU nodes come and go with the autoscaler: jobs wait for them instead of failing fast.
+    assert env["RENDERFARM_AUTOSCALING"] == "1"
 
 
 def test_every_command_is_valid_bash(cluster_config):
