@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from PIL import Image
 from sqlalchemy import create_engine, text
 
 from actors import steps
+from actors.compositor import render_caption_image
 from actors.job_store import JobStore
 from coordinator.db.base import utcnow
 from coordinator.db.models import Job
@@ -86,6 +89,21 @@ def fetch_image(http: httpx.Client, url: str) -> tuple[bytes, Image.Image]:
     image = Image.open(io.BytesIO(response.content))
     image.load()
     return response.content, image
+
+
+def caption_match(frame_luma: np.ndarray, text: str, workdir: Path) -> float:
+    """The share of the solid text pixels of the compositor's caption for ``text`` (white,
+    drawn over a translucent dark box) that are bright in ``frame_luma``: near 1 when that very
+    caption is in the frame, whatever the clip beneath it shows."""
+    height, width = frame_luma.shape
+    where = render_caption_image(text, width, height, workdir / "caption.png")
+    assert where is not None
+    caption = np.asarray(Image.open(workdir / "caption.png").convert("RGBA"))
+    x, y = where
+    region = frame_luma[y:y + caption.shape[0], x:x + caption.shape[1]]
+    solid = caption[..., 3] >= 230  # the box alone is 150
+    assert solid.any(), "the caption draws nothing solid"
+    return float((region[solid] > 160).mean())
 
 
 def usage_rows(settings: Settings, job_id: str) -> list[dict]:

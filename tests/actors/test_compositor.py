@@ -24,6 +24,7 @@ from actors.compositor import (
     render_caption_image,
 )
 from actors.media_probe import MediaError
+from tests.jobs_helpers import caption_match
 
 FPS = 24
 RED, GREEN, BLUE = (230, 30, 30), (30, 200, 60), (40, 60, 220)
@@ -237,6 +238,12 @@ def test_hostile_caption_is_drawn_and_never_reaches_ffmpeg(tmp_path, clips, monk
     difference = np.abs(plain_frame - captioned).mean(axis=2)
     assert difference[144 * 2 // 3:].mean() > 20
     assert difference[: 144 // 2].mean() < 3  # same clip, same frame above the caption
+    # ...and it is the literal text: every solid text pixel of the caption drawn from the text
+    # as given is bright in the frame, unlike those of the text as drawtext escaping would show.
+    frame = np.asarray(extract_frame(out, 0.4).convert("L"))
+    literal = caption_match(frame, HOSTILE_CAPTION, tmp_path)
+    escaped = HOSTILE_CAPTION.replace("\\", "\\\\").replace("'", "\\'").replace(":", "\\:")
+    assert literal >= 0.95 and caption_match(frame, escaped, tmp_path) <= literal - 0.1
 
 
 def test_cta_card_carries_brand_colours(tmp_path, clips):

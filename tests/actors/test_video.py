@@ -3,13 +3,17 @@ object store → a playable ``videoUrl``, on SQLite + local objects and PostgreS
 
 from __future__ import annotations
 
+import html
+
 import httpx
+import numpy as np
 import pytest
 
-from actors.media_probe import probe_media
+from actors.media_probe import extract_frame, probe_media
 from coordinator.storage import make_object_store
 from models.presets import get_preset
-from tests.jobs_helpers import get_job, start_job, usage_rows, wait_actor_gone, wait_for_status
+from tests.jobs_helpers import (caption_match, get_job, start_job, usage_rows, wait_actor_gone,
+                                wait_for_status)
 
 pytestmark = pytest.mark.ray
 
@@ -91,12 +95,18 @@ def test_approve_to_completed_video(alice, farm, tmp_path):
     assert not store.exists(f"jobs/{job['id']}/video.mp4")
 
 
-def test_auto_approve_runs_without_a_person(alice, farm):
+def test_auto_approve_runs_without_a_person(alice, farm, tmp_path):
     created = start_job(alice, sceneCount=2, durationSeconds=6, aspectRatio="1:1", autoApprove=True)
     done = wait_for_status(alice, created["id"], "completed", timeout=300)
-    assert done["videoUrl"]
-    width, height = get_preset("tiny").output_size["1:1"]
-    assert done["actualCost"] > 0 and width == height
+    assert done["videoUrl"] and done["actualCost"] > 0 and done["aspectRatio"] == "1:1"
+    # The video the API serves is square, at the preset's 1:1 output size.
+    served = alice.get(f"/api/v3/jobs/{done['id']}/video")
+    assert served.status_code == 200 and served.headers["content-type"] == "video/mp4"
+    path = tmp_path / "square.mp4"
+    path.write_bytes(served.content)
+    info = probe_media(path)
+    side, _ = get_preset("tiny").output_size["1:1"]
+    assert info.video_codec == "h264" and info.width == info.height == side
 
 
 def test_hostile_scripts_render_literally(alice, farm, tmp_path):
@@ -110,8 +120,27 @@ def test_hostile_scripts_render_literally(alice, farm, tmp_path):
     done = wait_for_status(alice, job["id"], "completed", timeout=300)
     path = tmp_path / "ad.mp4"
     path.write_bytes(download(alice, done["videoUrl"]).content)
+    width, height = get_preset("tiny").output_size["9:16"]
     info = probe_media(path, exact=True)
-    assert (info.width, info.height) == tuple(get_preset("tiny").output_size["9:16"])
+    assert (info.width, info.height) == (width, height)
+
+    # The caption in the middle of the first scene is the script drawn as written: the text
+    # pixels of the compositor's own rendering of the literal script are all bright in the
+    # frame, and renderings of what escaping or ffmpeg's text expansion would have shown
+    # are not.
+    middle = done["storyboard"]["scenes"][0]["duration"] / 2
+    frame = np.asarray(extract_frame(path, middle).convert("L"))
+    literal = caption_match(frame, hostile, tmp_path)
+    assert literal >= 0.95, literal
+    lookalikes = {
+        "escaped for drawtext": hostile.replace("\\", "\\\\").replace("'", "\\'")
+                                       .replace(":", "\\:").replace("%", "\\%"),
+        "%{pts} expanded": hostile.replace("%{pts}", "0.000000"),
+        "HTML-escaped": html.escape(hostile),
+        "cut at the first quote": hostile.split("'")[0],
+    }
+    for what, text in lookalikes.items():
+        assert caption_match(frame, text, tmp_path) <= literal - 0.1, what
 
 
 def test_cancel_during_video_processing_leaves_no_video(alice, farm):
