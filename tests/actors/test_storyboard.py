@@ -163,3 +163,12 @@ def test_progress_stream_to_several_clients(alice, bob, farm):
         with pytest.raises(InvalidStatus) as refused:
             connect(url, additional_headers=refused_headers, open_timeout=30)
         assert refused.value.response.status_code == 403
+
+
+def test_api_replica_loads_no_model_libraries(farm):
+    """The ingress replica serves HTTP only: torch, diffusers and transformers stay out of it
+    (hundreds of MB per replica), while the renderers beside it hold them."""
+    from ray import serve
+
+    api = serve.get_deployment_handle("Api", app_name=farm.app_name)
+    assert api.heavy_modules_loaded.remote().result(timeout_s=60) == []
