@@ -44,6 +44,9 @@ def parse_tags(raw: str | None) -> list[str]:
                        "validation_error") from None
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise APIError(400, "tags: must be a JSON array of strings", "validation_error")
+    if any("\x00" in tag for tag in tags):  # "\u0000" inside the JSON string
+        raise APIError(400, "tags: text may not contain the NUL character (\\u0000)",
+                       "validation_error")
     if len(tags) > MAX_TAGS or any(len(tag) > MAX_TAG_LENGTH for tag in tags):
         raise APIError(400, f"tags: at most {MAX_TAGS} tags of {MAX_TAG_LENGTH} characters",
                        "validation_error")

@@ -95,6 +95,12 @@ class PlannedScene(BaseModel):
                                           "subject, setting, lighting, composition, style. No "
                                           "text, letters or logos in the image.")
 
+    @field_validator("description", "script", "image_prompt", mode="before")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # A model can emit U+0000; PostgreSQL cannot store it in text, and no one means it.
+        return value.replace("\x00", "") if isinstance(value, str) else value
+
     @field_validator("description", "image_prompt")
     @classmethod
     def _not_blank(cls, value: str) -> str:

@@ -71,7 +71,10 @@ def test_only_the_head_advertises_coordinator(cluster_config):
             assert COORDINATOR_RESOURCE not in node_type["resources"], name
 
 
-def test_placement_puts_renderers_on_gpu_nodes_and_the_rest_on_the_head(cluster_config):
+def test_placement_puts_renderers_on_gpu_nodes_and_the_rest_on_the_head(cluster_config,
+                                                                       monkeypatch):
+    # As on the cluster's nodes: nothing forces the renderers' GPU count (the Ray tests here do).
+    monkeypatch.delenv("RENDERFARM_RENDER_GPUS", raising=False)
     node_types = cluster_config["available_node_types"]
     nodes = {name: node_resources(node_type) for name, node_type in node_types.items()}
     head = cluster_config["head_node_type"]

@@ -393,3 +393,15 @@ async def test_plan_storyboard_uses_the_llm_with_a_key(fake_openai: FakeOpenAI) 
                                                  settings_like)
     assert isinstance(scene, PlannedScene) and prompt_tokens == 321
     assert fake_openai.calls("scene")[-1]["body"]["model"] == "m"
+
+
+def test_nul_characters_from_a_model_never_reach_the_database():
+    """A model can emit U+0000; PostgreSQL cannot store it, so the planner drops it."""
+    from coordinator.planner.schema import PlannedScene
+
+    scene = PlannedScene.model_validate({
+        "description": "A can\u0000 on ice", "script": "Zero\u0000 sugar",
+        "shot_type": "product", "transition": "cut", "duration_s": 2.0,
+        "image_prompt": "\u0000lime soda can, studio light"})
+    assert "\x00" not in scene.description + scene.script + scene.image_prompt
+    assert scene.script == "Zero sugar"
