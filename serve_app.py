@@ -37,8 +37,10 @@ def build_app(settings: Settings, *, profile: str = "local", render_gpus: float 
     options = {name: {**opts, **overrides.get(name, {})}
                for name, opts in placement.deployments.items()}
     models_dir = str(settings.models_dir)
-    images = ImageRenderer.options(**options["ImageRenderer"]).bind(models_dir)
-    clips = ClipRenderer.options(**options["ClipRenderer"]).bind(models_dir)
+    images = ImageRenderer.options(**options["ImageRenderer"]).bind(
+        models_dir, max_models=placement.models_per_replica["ImageRenderer"])
+    clips = ClipRenderer.options(**options["ClipRenderer"]).bind(
+        models_dir, max_models=placement.models_per_replica["ClipRenderer"])
     return Api.options(**options["Api"]).bind(settings, images, clips, placement)
 
 

@@ -1,5 +1,6 @@
-"""The image renderer: a Serve deployment holding a text-to-image pipeline per preset, loaded
-once per replica, with concurrent requests batched into one pipeline call."""
+"""The image renderer: a Serve deployment holding the text-to-image pipelines of a few presets
+(``actors.model_shelf``: Serve routes each preset to a replica holding it), with concurrent
+requests batched into one pipeline call per preset."""
 
 from __future__ import annotations
 
@@ -9,24 +10,30 @@ import logging
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from ray import serve
 from ray.util import metrics
 
 from actors.messages import ImageRequest, ImageResult
 from actors.model_shelf import ModelShelf
+from actors.placement import MODELS_PER_REPLICA
 from actors.render_sharing import SharedRenders
 from models.pipelines import ImageModel, load_image_model
-from models.presets import default_preset_name
+from models.presets import RenderPreset, default_preset_name
 
 log = logging.getLogger(__name__)
 
 
 @serve.deployment(name="ImageRenderer", max_ongoing_requests=32, health_check_period_s=5)
 class ImageRenderer:
-    def __init__(self, models_dir: str, preload: list[str] | None = None):
-        """Loads the default preset's pipeline (and any in ``preload``) before taking traffic."""
-        self.models = ModelShelf[ImageModel](load_image_model, Path(models_dir), "image")
+    async def __init__(self, models_dir: str, preload: list[str] | None = None,
+                       max_models: int = MODELS_PER_REPLICA["local"]["ImageRenderer"]):
+        """Loads the default preset's pipeline (or the first of ``preload``, then the rest, up
+        to ``max_models``) and renders once with it before taking traffic: Serve counts the
+        replica as started, and healthy, only after that."""
+        self.models = ModelShelf[ImageModel](load_image_model, _warm_up, Path(models_dir),
+                                             "image", max_models)
         # A job actor's next incarnation re-sends its renders: they are adopted, not redone.
         self._shared = SharedRenders(keep=64)
         self._images_rendered = metrics.Counter(
@@ -36,8 +43,11 @@ class ImageRenderer:
             boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60], tag_keys=("preset",))
         # Decided here, where the renderer runs (CUDA or not), and told to the API on request.
         self._default_preset = default_preset_name()
-        for name in preload or [self._default_preset]:
-            self.models.load_now(name)
+        names = preload or [self._default_preset]
+        await self.models.warm_up(names[0])
+        for name in names[1:]:
+            async with self.models.use(name):
+                pass
 
     def default_preset(self) -> str:
         """The preset of jobs that name none: the GPU preset where CUDA is, else ``tiny``."""
@@ -46,22 +56,37 @@ class ImageRenderer:
     async def render(self, request: ImageRequest) -> ImageResult:
         """One scene image. Concurrent calls are batched (see ``_render_batch``); a request
         equal to one in flight or just rendered is answered from it (``SharedRenders``)."""
-        return await self._shared.run(request, lambda: self._render_batch(request))
+        return await self._shared.run(request, lambda: self._render_loaded(request))
+
+    def model_state(self) -> dict[str, Any]:
+        """This replica's presets: loaded (least recently used first), loading, load and
+        eviction counts, and recent load/render events in order (``ModelShelf.state``)."""
+        return {"replica": serve.get_replica_context().replica_tag, **self.models.state()}
 
     def recent_renders_by_seed(self) -> dict[int, int]:
         """How many times each recent request was rendered on this replica, by seed."""
         return dict(self._shared.renders_by_seed)
 
+    async def _render_loaded(self, request: ImageRequest) -> ImageResult:
+        # The model is loaded (or found) before the request joins a batch, so a load holds up
+        # only the requests for its own preset, never a batch of presets already loaded.
+        async with self.models.use(request.preset) as model:
+            return await self._render_batch(request, model)
+
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
-    async def _render_batch(self, requests: list[ImageRequest]) -> list[ImageResult]:
+    async def _render_batch(self, requests: list[ImageRequest],
+                            models: list[ImageModel]) -> list[ImageResult]:
         results: list[ImageResult | None] = [None] * len(requests)
-        # One pipeline call per compatible group (same model, size and negative prompt).
+        # Serve splits batches by multiplexed model id; grouping by preset here as well keeps
+        # a batch from callers that set none correct. One pipeline call per compatible group
+        # (same model, size and negative prompt).
         groups: dict[tuple[str, int, int, str | None], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             groups[(request.preset, request.width, request.height,
                     request.negative_prompt)].append(index)
         for (preset, width, height, negative), indices in groups.items():
-            model = await self.models.get(preset)
+            model = models[indices[0]]
+            self.models.note("render_started", preset)
             started = time.perf_counter()
             # The pipeline call blocks for the whole denoising loop: keep it off the event loop
             # so health checks and new requests are still answered.
@@ -71,6 +96,7 @@ class ImageRenderer:
             elapsed = time.perf_counter() - started
             self._render_seconds.observe(elapsed, tags={"preset": preset})
             self._images_rendered.inc(len(indices), tags={"preset": preset})
+            self.models.note("rendered", preset)
             for index, image in zip(indices, images):
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
@@ -86,4 +112,11 @@ class ImageRenderer:
 
     def check_health(self) -> None:
         if not self.models:
-            raise RuntimeError("no image model loaded")
+            raise RuntimeError("the default image model is not loaded and warmed up yet")
+
+
+def _warm_up(model: ImageModel, preset: RenderPreset) -> None:
+    """One render at the preset's square size: the first real batch then pays no one-off
+    costs (CUDA kernel selection, lazily built scheduler tables)."""
+    width, height = preset.image_size["1:1"]
+    model.render(["warm-up"], [0], width, height)

@@ -251,7 +251,9 @@ class JobActor:
                 seed=steps.scene_seed(job.seed, scene.id, version), width=width, height=height,
                 negative_prompt=steps.negative_prompt(preset, brief))
             what = f"Rendering the image of scene {scene.scene_idx}"
-            result = await steps.call_renderer(lambda: self.images.render.remote(request), what,
+            # Serve routes the request to a replica already holding the preset's model.
+            images = self.images.options(multiplexed_model_id=request.preset)
+            result = await steps.call_renderer(lambda: images.render.remote(request), what,
                                                timeout_s=self.settings.render_timeout_seconds,
                                                capacity=self._capacity(self.images, what, stage))
             png, seconds = result.png, result.seconds
@@ -307,7 +309,8 @@ class JobActor:
                               seed=steps.scene_seed(job.seed, scene.id, scene.version),
                               width=width, height=height, prompt=scene.image_prompt)
         what = f"Rendering the clip of scene {scene.scene_idx}"
-        result = await steps.call_renderer(lambda: self.clips.render.remote(request), what,
+        clips = self.clips.options(multiplexed_model_id=request.preset)  # to a replica holding it
+        result = await steps.call_renderer(lambda: clips.render.remote(request), what,
                                            timeout_s=self.settings.render_timeout_seconds,
                                            capacity=self._capacity(self.clips, what,
                                                                    "clip_rendering"))

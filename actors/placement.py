@@ -30,6 +30,19 @@ COORDINATOR_SLIVER = 0.001
 RENDER_GPUS_ENV = "RENDERFARM_RENDER_GPUS"
 CPU_SHARE = 0.25
 
+# How many presets one renderer replica keeps loaded; Serve's model multiplexing unloads the
+# least recently used beyond this (``actors.model_shelf``). Sized for one 24 GB card per
+# replica, with fp16 weights: SDXL-Turbo (~7 GB, ~10 GB at peak with a batch) and SD 1.5
+# (~2 GB, ~4 GB at peak) fit side by side, so an image replica holds 2. Stable Video Diffusion
+# XT (~4 GB of weights, but decoding 25 frames peaks well above 12 GB) and LTX-Video (~4 GB
+# plus a ~9 GB T5 text encoder) do not fit together, so a clip replica holds 1. The local
+# profile keeps the same numbers: a workstation's card is no bigger, and on CPU the tiny
+# models then behave as they will on the cluster.
+MODELS_PER_REPLICA: dict[str, dict[str, int]] = {
+    "local": {"ImageRenderer": 2, "ClipRenderer": 1},
+    "cluster": {"ImageRenderer": 2, "ClipRenderer": 1},
+}
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -41,6 +54,8 @@ class Placement:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_actor: dict[str, Any] = field(default_factory=dict)
     composite: dict[str, Any] = field(default_factory=dict)
+    # Presets held per replica, by renderer deployment (passed to the renderer at bind).
+    models_per_replica: dict[str, int] = field(default_factory=dict)
 
     @property
     def renderer_resources(self) -> dict[str, float]:
@@ -101,6 +116,7 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
         # Job actors wait on I/O and other actors; they take no CPU so any number fit.
         job_actor={"num_cpus": 0, **pinned},
         composite={"num_cpus": cpu_share, **pinned},
+        models_per_replica=dict(MODELS_PER_REPLICA[profile]),
     )
 
 
