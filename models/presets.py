@@ -29,9 +29,6 @@ TINY_MODEL = "tiny"
 AspectRatio = Literal["16:9", "9:16", "1:1"]
 ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
 DType = Literal["auto", "float16", "bfloat16", "float32"]
-# "model" moves each model to the GPU only while it runs; "sequential" does so layer by layer
-# (least memory, slowest). Both need an accelerator and are skipped on a CPU.
-CpuOffload = Literal["none", "model", "sequential"]
 
 
 class PresetError(ValueError):
@@ -64,16 +61,7 @@ Size = Annotated[tuple[Annotated[int, Field(gt=0, strict=True)], Annotated[int, 
 SizeTable = dict[AspectRatio, Size]
 
 
-class _MemoryOptions(_Strict):
-    """Ways a pipeline trades speed for GPU memory, applied by ``models.pipelines`` at load."""
-
-    attention_slicing: bool = Field(default=False, description="compute attention in slices")
-    vae_slicing: bool = Field(default=False, description="decode one image (or frame chunk) at a time")
-    vae_tiling: bool = Field(default=False, description="decode in overlapping tiles; for large sizes")
-    cpu_offload: CpuOffload = "none"
-
-
-class ImageSpec(_MemoryOptions):
+class ImageSpec(_Strict):
     """The text-to-image model that renders a scene's keyframe."""
 
     pipeline: str = Field(min_length=1, description="diffusers pipeline class name")
@@ -99,7 +87,7 @@ class ImageSpec(_MemoryOptions):
         return template
 
 
-class ClipSpec(_MemoryOptions):
+class ClipSpec(_Strict):
     """The image-to-video model that animates a keyframe into a clip.
 
     ``fps`` and the guidance knobs are passed only to pipelines whose call accepts them

@@ -83,7 +83,7 @@ def _euler_scheduler(**overrides: object) -> EulerDiscreteScheduler:
     return EulerDiscreteScheduler(**config)
 
 
-def _tiny_tokenizer() -> CLIPTokenizer:
+def tiny_clip_tokenizer() -> CLIPTokenizer:
     """A byte-level CLIP tokenizer with no merges: every character is one token.
 
     Its vocabulary (the 256 byte symbols, each also in end-of-word form, plus the special
@@ -98,7 +98,7 @@ def _tiny_tokenizer() -> CLIPTokenizer:
 
 def build_tiny_image_pipeline() -> StableDiffusionPipeline:
     """A text-to-image ``StableDiffusionPipeline`` with small random weights (seeded)."""
-    tokenizer = _tiny_tokenizer()
+    tokenizer = tiny_clip_tokenizer()
     # fork_rng keeps the caller's global RNG untouched while the seed fixes every weight.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
@@ -153,8 +153,9 @@ def build_tiny_image_pipeline() -> StableDiffusionPipeline:
     )
 
 
-def build_tiny_clip_pipeline() -> StableVideoDiffusionPipeline:
-    """An image-to-video ``StableVideoDiffusionPipeline`` with small random weights (seeded)."""
+def build_tiny_clip_pipeline(num_frames: int = 8) -> StableVideoDiffusionPipeline:
+    """An image-to-video ``StableVideoDiffusionPipeline`` with small random weights (seeded),
+    its UNet configured for clips of ``num_frames``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         unet = UNetSpatioTemporalConditionModel(
@@ -170,7 +171,7 @@ def build_tiny_clip_pipeline() -> StableVideoDiffusionPipeline:
             num_attention_heads=(2, 4),
             addition_time_embed_dim=_SVD_TIME_EMBED_DIM,
             projection_class_embeddings_input_dim=_SVD_TIME_IDS * _SVD_TIME_EMBED_DIM,
-            num_frames=8,
+            num_frames=num_frames,
         )
         torch.manual_seed(SEED)
         vae = AutoencoderKLTemporalDecoder(
@@ -220,12 +221,12 @@ def build_tiny_clip_pipeline() -> StableVideoDiffusionPipeline:
 
 def ensure_tiny_image_pipeline(models_dir: Path) -> Path:
     """Return ``models_dir/"tiny-image"``, building and saving the pipeline there if needed."""
-    return _ensure_saved(Path(models_dir), IMAGE_DIR_NAME, build_tiny_image_pipeline)
+    return ensure_saved(Path(models_dir), IMAGE_DIR_NAME, build_tiny_image_pipeline)
 
 
 def ensure_tiny_clip_pipeline(models_dir: Path) -> Path:
     """Return ``models_dir/"tiny-clip"``, building and saving the pipeline there if needed."""
-    return _ensure_saved(Path(models_dir), CLIP_DIR_NAME, build_tiny_clip_pipeline)
+    return ensure_saved(Path(models_dir), CLIP_DIR_NAME, build_tiny_clip_pipeline)
 
 
 def is_current_build(directory: Path) -> bool:
@@ -237,7 +238,10 @@ def is_current_build(directory: Path) -> bool:
     return marker.get("version") == TINY_BUILD_VERSION and (directory / "model_index.json").is_file()
 
 
-def _ensure_saved(models_dir: Path, name: str, build: Callable[[], DiffusionPipeline]) -> Path:
+def ensure_saved(
+    models_dir: Path, name: str, build: Callable[[], DiffusionPipeline], variant: str | None = None
+) -> Path:
+    """Return ``models_dir/name``, saving ``build()`` there (as weights ``variant``) if needed."""
     target = models_dir / name
     if is_current_build(target):
         return target
@@ -248,12 +252,12 @@ def _ensure_saved(models_dir: Path, name: str, build: Callable[[], DiffusionPipe
         # so no reader ever sees a half-replaced directory. Only a code upgrade gets here.
         _retire(target)
 
-    log.info("building tiny pipeline %s", target)
+    log.info("building random-weight pipeline %s", target)
     # The staging directory is a sibling of the target so the final rename stays on one
     # filesystem and is atomic.
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-building-", dir=models_dir))
     try:
-        build().save_pretrained(staging, safe_serialization=True)
+        build().save_pretrained(staging, safe_serialization=True, variant=variant)
         # The marker goes in last: a directory with it is complete by construction.
         (staging / MARKER_FILE).write_text(json.dumps({"version": TINY_BUILD_VERSION}))
         # mkdtemp makes a private directory; workers running as other users must read it too.

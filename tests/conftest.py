@@ -256,6 +256,10 @@ def ray_session(tmp_path_factory):
     models_dir = tmp_path_factory.mktemp("models")
     presets_dir = tmp_path_factory.mktemp("presets")
     write_slow_preset(presets_dir)
+    # Random-weight twins of the GPU presets (built on first use: models.twins.ensure_twins).
+    from models.twin_presets import write_twin_presets
+
+    write_twin_presets(presets_dir, models_dir)
     env = {"RENDERFARM_RENDER_GPUS": "0", "RENDERFARM_PRESETS_PATH": str(presets_dir)}
     os.environ.update(env)  # the driver validates presets too
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="renderfarm-tests",
