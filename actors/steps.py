@@ -21,6 +21,7 @@ from coordinator.planner import PlanningBrief, negative_prompt_terms
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
 from coordinator.settings import get_settings
 from coordinator.storage import ObjectStore
+from models.out_of_memory import GpuOutOfMemory
 from models.presets import RenderPreset
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,11 @@ async def call_renderer(call: Callable[[], Any], what: str,
             response.cancel()
             raise
         except Exception as exc:  # sorted below: retry the machinery's failures only
+            if (out_of_memory := _out_of_memory(exc)) is not None:
+                # The renderer already retried smaller; the message names the preset options.
+                log.warning("%s failed: %s", what, out_of_memory.message)
+                raise StepFailed(f"{what} failed: {out_of_memory.message}",
+                                 out_of_memory.code) from exc
             if not is_retryable(exc) or attempt == attempts:
                 log.warning("%s failed: %r", what, exc)
                 raise StepFailed(f"{what} failed: {_reason(exc)}", "render_failed") from exc
@@ -201,6 +207,15 @@ async def _assigned(response: Any, capacity: CapacityWait | None) -> None:
 
 async def _result(response: Any) -> Any:
     return await response
+
+
+def _out_of_memory(exc: BaseException) -> GpuOutOfMemory | None:
+    """The renderer's out-of-memory error, as raised or as Ray wrapped it."""
+    # Ray's wrapper is an instance of the cause's class too, but only the cause holds its fields.
+    for candidate in (getattr(exc, "cause", None), exc):
+        if isinstance(candidate, GpuOutOfMemory):
+            return candidate
+    return None
 
 
 def _reason(exc: BaseException) -> str:

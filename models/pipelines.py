@@ -29,10 +29,13 @@ from diffusers.utils import deprecation_utils
 
 from models import tiny
 from models.device import choose_device, choose_dtype
+from models.out_of_memory import GpuOutOfMemory, out_of_memory_message
 from models.presets import TINY_MODEL, ClipSpec, ImageSpec, PresetError, RenderPreset, apply_prompt_template
+from models.prompts import PromptFitter
 
 __all__ = [
     "ClipModel",
+    "GpuOutOfMemory",
     "ImageModel",
     "apply_prompt_template",
     "check_preset",
@@ -52,17 +55,23 @@ HUB_CACHE_SUBDIR = "hub"
 # diffusers renamed from_pretrained's ``torch_dtype`` to ``dtype`` (the old name now warns and
 # goes away in 1.0); releases from before the rename, which the project's pins allow, only
 # know ``torch_dtype``. The rename shipped with this deprecation message, so it marks them apart.
+# Tokenizers without a length limit report a huge model_max_length.
+_UNBOUNDED_LENGTH = 10**6
 _DTYPE_OPTION = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
 
 
 class ImageModel:
     """A loaded text-to-image pipeline. Not for concurrent use from threads (calls serialise)."""
 
-    def __init__(self, pipeline: DiffusionPipeline, spec: ImageSpec, device: str, dtype: torch.dtype) -> None:
+    def __init__(self, pipeline: DiffusionPipeline, spec: ImageSpec, device: str, dtype: torch.dtype,
+                 preset: str = "") -> None:
         self.pipeline = pipeline
         self.spec = spec
         self.device = device
         self.dtype = dtype
+        self.preset = preset  # named in out-of-memory errors
+        # Prompts longer than the text encoder reads are fitted to it, not cut off silently.
+        self._prompts = _prompt_fitter(pipeline)
         # A pipeline's scheduler keeps per-call state, so two threads must not share a call.
         self._lock = threading.Lock()
 
@@ -76,8 +85,11 @@ class ImageModel:
     ) -> list[PIL.Image.Image]:
         """One image per prompt, rendered in one batched pipeline call.
 
-        Prompts are used as given (apply ``apply_prompt_template`` first). ``negative_prompt``
-        defaults to the preset's; it only matters when the preset uses classifier-free guidance.
+        Prompts are used as given (apply ``apply_prompt_template`` first), except that one
+        longer than the text encoder reads loses its last phrases (``models.prompts``, logged).
+        ``negative_prompt`` defaults to the preset's; it only matters when the preset uses
+        classifier-free guidance. A batch that runs out of GPU memory is retried once an image
+        at a time; if that fails too, ``GpuOutOfMemory`` says which preset options would help.
         """
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
@@ -85,6 +97,17 @@ class ImageModel:
             return []
         _check_size(width, height)
         negative = self.spec.negative_prompt if negative_prompt is None else negative_prompt
+        prompts = [self._prompts.fit(prompt) for prompt in prompts]
+        negative = self._prompts.fit(negative, "negative prompt") if negative else negative
+        with self._lock, torch.inference_mode():
+            try:
+                images = self._denoise(prompts, seeds, width, height, negative)
+            except torch.cuda.OutOfMemoryError as exc:
+                images = self._retry_one_at_a_time(prompts, seeds, width, height, negative, exc)
+        return [image.convert("RGB") for image in images]
+
+    def _denoise(self, prompts: list[str], seeds: list[int], width: int, height: int,
+                 negative: str | None) -> list[PIL.Image.Image]:
         kwargs: dict[str, Any] = {
             "prompt": list(prompts),
             "width": width,
@@ -98,9 +121,26 @@ class ImageModel:
         }
         if negative:
             kwargs["negative_prompt"] = [negative] * len(prompts)
-        with self._lock, torch.inference_mode():
-            images = self.pipeline(**kwargs).images
-        return [image.convert("RGB") for image in images]
+        return self.pipeline(**kwargs).images
+
+    def _retry_one_at_a_time(self, prompts: list[str], seeds: list[int], width: int, height: int,
+                             negative: str | None, exc: BaseException) -> list[PIL.Image.Image]:
+        """After the GPU ran out of memory: once more, one image per call (each from its own
+        seed, as in the batch), then give up with an error an operator can act on."""
+        _release_cuda_memory()
+        if len(prompts) == 1:
+            raise GpuOutOfMemory(out_of_memory_message(
+                self.preset, "image", self.spec, f"one {width}x{height} image")) from exc
+        log.warning("a batch of %d images ran out of GPU memory (preset %s); retrying one at a time",
+                    len(prompts), self.preset)
+        try:
+            return [image for prompt, seed in zip(prompts, seeds)
+                    for image in self._denoise([prompt], [seed], width, height, negative)]
+        except torch.cuda.OutOfMemoryError as again:
+            _release_cuda_memory()
+            raise GpuOutOfMemory(out_of_memory_message(
+                self.preset, "image", self.spec,
+                f"a batch of {len(prompts)} {width}x{height} images, then one at a time")) from again
 
 
 class ClipModel:
@@ -112,14 +152,18 @@ class ClipModel:
         spec: ClipSpec,
         device: str,
         dtype: torch.dtype,
+        preset: str = "",
     ) -> None:
         self.pipeline = pipeline
         self.spec = spec
         self.device = device
         self.dtype = dtype
+        self.preset = preset  # named in out-of-memory errors
         accepted = _call_parameters(pipeline)
         self._knobs = _clip_knobs(spec, accepted)
         self._takes_prompt = "prompt" in accepted
+        # T5 encoders read as many tokens as the call's max_sequence_length (LTX: 128).
+        self._prompts = _prompt_fitter(pipeline, _call_default(pipeline, "max_sequence_length"))
         # Video VAEs that compress time too (LTX: 8x in time, 32x in space) only make clips of
         # 8k+1 frames at multiples of 32 pixels; other counts come out shorter without a word.
         self.size_multiple = _pixel_multiple(pipeline)
@@ -137,8 +181,10 @@ class ClipModel:
     ) -> list[PIL.Image.Image]:
         """The clip's frames, animating ``image`` (resized by the pipeline to width x height).
 
-        ``num_frames`` defaults to the preset's. ``prompt`` is used by prompt-aware models and
-        ignored by image-only ones such as Stable Video Diffusion.
+        ``num_frames`` defaults to the preset's. ``prompt`` is used by prompt-aware models
+        (fitted to their text encoder, see ``models.prompts``) and ignored by image-only ones
+        such as Stable Video Diffusion. A clip that runs out of GPU memory is retried once with
+        a smaller VAE decode; if that fails too, ``GpuOutOfMemory`` says what would help.
         """
         _check_size(width, height, self.size_multiple)
         frame_count = self.spec.num_frames if num_frames is None else num_frames
@@ -158,25 +204,60 @@ class ClipModel:
             **self._knobs,
         }
         if self._takes_prompt:
-            kwargs["prompt"] = prompt or ""
+            kwargs["prompt"] = self._prompts.fit(prompt or "")
+            if kwargs.get("negative_prompt"):
+                kwargs["negative_prompt"] = self._prompts.fit(kwargs["negative_prompt"], "negative prompt")
         if "decode_chunk_size" in kwargs:
             # Decoding more frames than the clip has at once buys nothing.
             kwargs["decode_chunk_size"] = min(kwargs["decode_chunk_size"], frame_count)
         with self._lock, torch.inference_mode():
-            video = self.pipeline(**kwargs).frames[0]
+            try:
+                video = self.pipeline(**kwargs).frames[0]
+            except torch.cuda.OutOfMemoryError as exc:
+                video = self._retry_smaller(kwargs, seed, exc)
         return [frame.convert("RGB") for frame in video]
+
+    def _retry_smaller(self, kwargs: dict[str, Any], seed: int, exc: BaseException) -> list[PIL.Image.Image]:
+        """After the GPU ran out of memory: once more decoding one frame at a time (or, for
+        pipelines without a decode chunk size, with VAE tiling), then give up. SVD's decoder
+        smooths across the frames of a chunk, so such a clip is a little less smooth."""
+        _release_cuda_memory()
+        size = f"{kwargs['num_frames']} frames at {kwargs['width']}x{kwargs['height']}"
+        retry = {**kwargs, "generator": _generator(seed)}  # the same noise as the first try
+        vae = getattr(self.pipeline, "vae", None)
+        tiling = False
+        if kwargs.get("decode_chunk_size", 1) > 1:
+            retry["decode_chunk_size"] = 1
+            smaller = f"decode_chunk_size 1 instead of {kwargs['decode_chunk_size']}"
+        elif hasattr(vae, "use_tiling") and not vae.use_tiling:
+            vae.enable_tiling()
+            tiling = True
+            smaller = "VAE tiling"
+        else:
+            raise GpuOutOfMemory(out_of_memory_message(self.preset, "clip", self.spec, size)) from exc
+        log.warning("a clip (%s) ran out of GPU memory (preset %s); retrying with %s",
+                    size, self.preset, smaller)
+        try:
+            return self.pipeline(**retry).frames[0]
+        except torch.cuda.OutOfMemoryError as again:
+            _release_cuda_memory()
+            raise GpuOutOfMemory(out_of_memory_message(
+                self.preset, "clip", self.spec, f"{size}, then with {smaller}")) from again
+        finally:
+            if tiling:
+                vae.disable_tiling()
 
 
 def load_image_model(preset: RenderPreset, models_dir: Path | str) -> ImageModel:
     """Load the preset's text-to-image model on the chosen device."""
     pipeline, device, dtype = _load(preset.image, "image", Path(models_dir))
-    return ImageModel(pipeline, preset.image, device, dtype)
+    return ImageModel(pipeline, preset.image, device, dtype, preset=preset.name)
 
 
 def load_clip_model(preset: RenderPreset, models_dir: Path | str) -> ClipModel:
     """Load the preset's image-to-video model on the chosen device."""
     pipeline, device, dtype = _load(preset.clip, "clip", Path(models_dir))
-    model = ClipModel(pipeline, preset.clip, device, dtype)
+    model = ClipModel(pipeline, preset.clip, device, dtype, preset=preset.name)
     _check_clip_rules(preset, model)
     return model
 
@@ -216,9 +297,69 @@ def _load(
     transformers.utils.logging.disable_progress_bar()
     log.info("loading %s model %s (%s) on %s as %s", role, spec.model, spec.pipeline, device, dtype)
     pipeline = pipeline_class.from_pretrained(source, **options)
-    pipeline.to(device)
+    _place(pipeline, spec, role, device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline, device, dtype
+
+
+def _place(pipeline: DiffusionPipeline, spec: ImageSpec | ClipSpec, role: str, device: str) -> None:
+    """Turns on the preset's memory options and puts the pipeline on ``device`` (or, with CPU
+    offload, lets diffusers move each model there while it runs)."""
+    if spec.attention_slicing:
+        # Only some denoisers can slice (SD and SDXL UNets; not SVD's or LTX's): say so at load
+        # rather than run a preset that only looks leaner.
+        if not any(hasattr(component, "set_attention_slice") for component in pipeline.components.values()):
+            raise PresetError(f"{role}.attention_slicing: {spec.pipeline} cannot slice attention; "
+                              "turn it off")
+        pipeline.enable_attention_slicing()
+    vae = getattr(pipeline, "vae", None)
+    for option, flag, method in (("vae_slicing", "use_slicing", "enable_slicing"),
+                                 ("vae_tiling", "use_tiling", "enable_tiling")):
+        if getattr(spec, option):
+            # VAEs that slice or tile keep a flag for it; others (SVD's) have only the method,
+            # which raises. SVD decodes in chunks of decode_chunk_size frames instead.
+            if not hasattr(vae, flag):
+                raise PresetError(f"{role}.{option}: the VAE of {spec.pipeline} "
+                                  f"({type(vae).__name__}) cannot do this; turn it off"
+                                  + (" and lower decode_chunk_size" if role == "clip" else ""))
+            getattr(vae, method)()
+    if spec.cpu_offload != "none":
+        if torch.device(device).type == "cpu":
+            # Offloading moves models between CPU and an accelerator; on a CPU there is none.
+            log.info("%s.cpu_offload %r skipped: %s runs on the CPU, and offloading needs an "
+                     "accelerator", role, spec.cpu_offload, spec.model)
+        else:
+            offload = (pipeline.enable_model_cpu_offload if spec.cpu_offload == "model"
+                       else pipeline.enable_sequential_cpu_offload)
+            offload(device=device)
+            return
+    pipeline.to(device)
+
+
+def _prompt_fitter(pipeline: DiffusionPipeline, sequence_length: int | None = None) -> PromptFitter:
+    """A fitter for what the pipeline's text encoder(s) read: the tokenizers' model length
+    (CLIP: 77), or the call's ``max_sequence_length`` where that is shorter (T5)."""
+    names = [name for name in ("tokenizer", "tokenizer_2", "tokenizer_3") if getattr(pipeline, name, None)]
+    tokenizers = [getattr(pipeline, name) for name in names]
+    limits = [t.model_max_length for t in tokenizers if 0 < t.model_max_length < _UNBOUNDED_LENGTH]
+    if sequence_length:
+        limits.append(sequence_length)
+    if not tokenizers or not limits:
+        return PromptFitter([], _UNBOUNDED_LENGTH, "no text encoder")
+    encoders = [type(getattr(pipeline, name.replace("tokenizer", "text_encoder"), None)).__name__
+                for name in names]
+    return PromptFitter(tokenizers, min(limits), " and ".join(dict.fromkeys(encoders)))
+
+
+def _call_default(pipeline: DiffusionPipeline, name: str) -> Any:
+    parameter = inspect.signature(pipeline.__call__).parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def _release_cuda_memory() -> None:
+    # What the failed call allocated is garbage now; hand the cached blocks back before retrying.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _pipeline_class(spec: ImageSpec | ClipSpec, role: str) -> type:

@@ -29,6 +29,9 @@ TINY_MODEL = "tiny"
 AspectRatio = Literal["16:9", "9:16", "1:1"]
 ASPECT_RATIOS: tuple[str, ...] = get_args(AspectRatio)
 DType = Literal["auto", "float16", "bfloat16", "float32"]
+# "model" moves each model to the GPU only while it runs; "sequential" does so layer by layer
+# (least memory, slowest). Both need an accelerator and are skipped on a CPU.
+CpuOffload = Literal["none", "model", "sequential"]
 
 
 class PresetError(ValueError):
@@ -61,7 +64,16 @@ Size = Annotated[tuple[Annotated[int, Field(gt=0, strict=True)], Annotated[int, 
 SizeTable = dict[AspectRatio, Size]
 
 
-class ImageSpec(_Strict):
+class _MemoryOptions(_Strict):
+    """Ways a pipeline trades speed for GPU memory, applied by ``models.pipelines`` at load."""
+
+    attention_slicing: bool = Field(default=False, description="compute attention in slices")
+    vae_slicing: bool = Field(default=False, description="decode one image (or frame chunk) at a time")
+    vae_tiling: bool = Field(default=False, description="decode in overlapping tiles; for large sizes")
+    cpu_offload: CpuOffload = "none"
+
+
+class ImageSpec(_MemoryOptions):
     """The text-to-image model that renders a scene's keyframe."""
 
     pipeline: str = Field(min_length=1, description="diffusers pipeline class name")
@@ -87,7 +99,7 @@ class ImageSpec(_Strict):
         return template
 
 
-class ClipSpec(_Strict):
+class ClipSpec(_MemoryOptions):
     """The image-to-video model that animates a keyframe into a clip.
 
     ``fps`` and the guidance knobs are passed only to pipelines whose call accepts them

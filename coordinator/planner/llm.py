@@ -70,10 +70,12 @@ Rules for every scene:
 - transition: how the scene leads into the next one, cut or crossfade. Use mostly cuts and a \
 crossfade for a soft change, such as into the hero shot or into the closing call to action.
 - duration_s: seconds on screen, at least {min_scene:g}.
-- image_prompt: a text-to-image prompt for the scene's key frame, in this order: subject, \
-setting, lighting, composition, style. Each prompt is rendered on its own, so name and describe \
-the product every time it appears. Use the brand colours, follow the visual style, and compose \
-for the aspect ratio. Never ask for text, letters, captions, signs or logos in the image.
+- image_prompt: a text-to-image prompt for the scene's key frame: short phrases separated by \
+commas, most important first, in this order: subject and setting, the visual style, the brand \
+colours, lighting, composition; under 50 words (image models read only the first few dozen). \
+Each prompt is rendered on its own, so name and describe the product every time it appears. \
+Follow the visual style and compose for the aspect ratio. Never ask for text, letters, \
+captions, signs or logos in the image.
 
 Brand rules:
 - Match the brand tone in the scripts and in the mood of the images.

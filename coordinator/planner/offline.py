@@ -90,6 +90,11 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _one_phrase(text: str) -> str:
+    """``text`` without commas, which separate an image prompt's phrases (models.prompts)."""
+    return re.sub(r"\s*,\s*", " ", text)
+
+
 def _bare(text: str) -> str:
     """A phrase without its closing punctuation, for use inside a sentence."""
     return text.strip().rstrip(".!?;:,")
@@ -228,14 +233,14 @@ def colour_name(value: str) -> str:
 
 
 def _palette(brief: PlanningBrief) -> str:
-    colours = []
-    for value in brief.brand_colors[:4]:
-        name = colour_name(value)
-        colours.append(f"{name} ({value.lower()})" if name != value.strip() else name)
-    if not colours:
-        return ""
-    joined = colours[0] if len(colours) == 1 else ", ".join(colours[:-1]) + " and " + colours[-1]
-    return f"colour palette of {joined}"
+    """The brand colours by name, as one short image-prompt phrase: "navy and gold palette".
+
+    Names only: a text encoder reads "#1a2b3c" as a handful of meaningless tokens out of the
+    few dozen it has. No commas: they separate the phrases an encoder's budget keeps or drops
+    whole (``models.prompts``), and the palette must not lose half its colours."""
+    names = list(dict.fromkeys(_one_phrase(colour_name(value)) for value in brief.brand_colors[:4]))
+    names = [name for name in names if name]
+    return f"{' and '.join(names)} palette" if names else ""
 
 
 _TONE_LIGHTING: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -346,7 +351,7 @@ _ARC: tuple[_Beat, ...] = (
           "A styled overhead arrangement of {product} in the brand's colours.",
           "This is {product}."),
     _Beat("hero", 4, ShotType.PRODUCT, 1.0,
-          "{product} as the hero, centred on a clean pedestal", "in a minimal studio set",
+          "{product} as the hero centred on a clean pedestal", "in a minimal studio set",
           "Hero shot: {product} takes centre stage, beautifully lit.", "{Product}."),
     _Beat("cta", 1, ShotType.PRODUCT, 1.2,
           "{product} centred with generous empty space around it",
@@ -420,14 +425,15 @@ class _Writer:
         return _clip(_sentence(self.fill(template)), MAX_SCRIPT_CHARS)
 
     def image_prompt(self, beat: _Beat, index: int) -> str:
-        # Most important first: encoders truncate long prompts from the end.
-        parts = [f"{SHOT_PHRASES[beat.shot]} of {self.fill(beat.subject)} {beat.setting}"]
+        # Most important first: a prompt over its encoder's budget loses phrases from the end
+        # (models.prompts), so the style and the brand palette follow the subject directly.
+        parts = [_one_phrase(f"{SHOT_PHRASES[beat.shot]} of {self.fill(beat.subject)} {beat.setting}"),
+                 _one_phrase(f"{_bare(self.brief.style)} style"), self.palette]
         if self.elements and beat.key not in _STUDIO_BEATS:
             # One element per scene in turn; the brand moment gathers a few as props.
             parts.append(", ".join(self.elements[:3]) if beat.key == "brand"
                          else self.elements[index % len(self.elements)])
-        parts += [f"{_bare(self.brief.style)} style", self.palette, self.lighting, self.framing,
-                  self.mood]
+        parts += [self.lighting, self.framing, self.mood]
         return self.rules.scrub(", ".join(p for p in parts if p))
 
 
