@@ -32,7 +32,7 @@ from coordinator.app import create_app
 from coordinator.progress import progress
 from tests.conftest import SLOW_PRESET, LiveServer, create_client, make_settings, wait_until
 from tests.jobs_helpers import (advance_job, job_body, renders_per_scene, start_job, usage_rows,
-                                wait_for, wait_for_status)
+                                wait_actor_gone, wait_for, wait_for_status)
 
 pytestmark = pytest.mark.ray
 
@@ -105,6 +105,7 @@ def test_one_hung_job_actor_does_not_delay_resuming_another_job(alice, local_far
     # Job one waits for review (its actor ended itself) ...
     hung = start_job(alice, sceneCount=1, durationSeconds=5)
     wait_for_status(alice, hung["id"], "storyboard_ready", timeout=240)
+    wait_actor_gone(hung["id"])  # its name is free only once the ending actor is gone
     # ... and its next actor can never be placed, so every call to it hangs: a real JobActor
     # asking for a resource no node has.
     blocker = JobActor.options(name=actor_name(hung["id"]), namespace=ACTOR_NAMESPACE,
