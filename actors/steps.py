@@ -108,8 +108,9 @@ def style_unless_present(style: str | None, prompt: str) -> str | None:
 
 
 def negative_prompt(preset: RenderPreset, brief: PlanningBrief) -> str | None:
-    """The preset's negative prompt plus the brand's restrictions (things never to show)."""
-    parts = [part for part in (preset.image.negative_prompt, negative_prompt_terms(brief)) if part]
+    """The brand's restrictions (things never to show), then the preset's negative prompt. The
+    restrictions go first: a prompt too long for its encoder loses phrases from the end."""
+    parts = [part for part in (negative_prompt_terms(brief), preset.image.negative_prompt) if part]
     return ", ".join(parts) or None
 
 

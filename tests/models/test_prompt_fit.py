@@ -138,3 +138,22 @@ def test_the_budget_is_the_shorter_of_tokenizer_and_max_sequence_length(image_mo
                       "soft light, square composition")
     assert len(image_model.pipeline.tokenizer(text).input_ids) <= 40
     assert _prompt_fitter(image_model.pipeline).budget == 77
+
+
+def test_brand_restrictions_lead_the_negative_prompt(image_model):
+    """A negative prompt too long for the encoder loses phrases from its end: the brand's
+    restrictions (never show a competitor's logo, ...) come first so they always survive."""
+    from actors.steps import negative_prompt
+
+    preset = get_preset("sd15-ltx")  # a preset with a negative prompt of its own
+    brief = PlanningBrief(product="Lime Fizz", target_audience="runners", key_message="Zero sugar",
+                          call_to_action="Grab a can", style="bright", aspect_ratio="16:9",
+                          scene_count=2, total_duration_s=6.0,
+                          brand_restrictions=["no competitor logos", "no alcohol"])
+    text = negative_prompt(preset, brief)
+    assert text.index("alcohol") < text.index(preset.image.negative_prompt)
+    # A preset with a longer negative prompt of its own: the whole no longer fits.
+    longer = text + ", " + ", ".join(f"artefact kind {i}" for i in range(20))
+    fitted = fit_prompt(longer, token_counter([image_model.pipeline.tokenizer], 77), 77)
+    assert fitted.text != longer
+    assert "competitor logos" in fitted.text and "alcohol" in fitted.text
