@@ -84,6 +84,9 @@ class Job(OwnedMixin, Base):
     video_duration_s: Mapped[float | None] = mapped_column(Float)
     approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    priority: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
+    # The stage timeline: [{name, status, percent, startedAt, completedAt, error}].
+    stages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class Scene(OwnedMixin, Base):
@@ -134,3 +137,14 @@ class JobCreationLock(Base):
 
     owner_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     locked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RateLimitWindow(Base):
+    """Requests one user made in one rate-limit window, counted in the database so every API
+    replica shares the limit."""
+
+    __tablename__ = "rate_limit_windows"
+
+    owner_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds
+    count: Mapped[int] = mapped_column(Integer, default=0)
