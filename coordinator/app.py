@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     app.state.object_store = make_object_store(settings)
     app.state.token_verifier = TokenVerifier(settings)
     app.state.job_runner = job_runner
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, engine)
 
     install_error_handlers(app)
     install_openapi(app)

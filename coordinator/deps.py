@@ -78,7 +78,7 @@ async def _current_user(request: Request) -> str:
     verifier: TokenVerifier = request.app.state.token_verifier
     user = await verifier.user_id(token)
     # The headers ride on the response (see coordinator.app); a 429 carries them itself.
-    request.state.rate_limit_headers = request.app.state.rate_limiter.hit(user)
+    request.state.rate_limit_headers = await request.app.state.rate_limiter.hit(user)
     return user
 
 
