@@ -20,6 +20,8 @@ from coordinator.db.session import make_engine, make_sessionmaker
 from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus, SceneStatus, transition
 from coordinator.planner import PlannedScene
 from coordinator.settings import Settings
+from coordinator.stages import fold
+from coordinator.webhooks.outbox import stage_job_event
 
 _TERMINAL_VALUES = [status.value for status in TERMINAL]
 
@@ -67,18 +69,32 @@ class JobStore:
         """Moves the job through ``coordinator.job_states`` (409-style refusal on a race)."""
         async with self.sessions() as session:
             job = await session.get(Job, self.job_id)
-            return await transition(session, job, target, **changes)
+            await stage_job_event(session, job, target, changes)  # webhook outbox, same commit
+            return await transition(session, job, target, **changes, stages=fold(
+                job.stages, at=utcnow(), status=target.value, progress=changes.get("progress"),
+                error=changes.get("error"), approved_at=changes.get("approved_at") or job.approved_at))
 
     @retried("database")
     async def set_progress(self, progress: dict[str, Any]) -> None:
-        """Raises ``JobEnded`` when the job ended meanwhile (a cancel): the work stops there."""
+        """Records ``progress`` and folds it into the stage timeline in the same write. Raises
+        ``JobEnded`` when the job ended meanwhile (a cancel): the work stops there."""
         async with self.sessions() as session:
-            result = await session.execute(update(Job).where(
-                Job.id == self.job_id, Job.status.not_in(_TERMINAL_VALUES)).values(
-                progress=progress, updated_at=utcnow()))
-            await session.commit()
-        if result.rowcount != 1:
-            raise JobEnded(self.job_id)
+            for _attempt in range(3):
+                job = await session.get(Job, self.job_id, populate_existing=True)
+                if job is None or job.status in _TERMINAL_VALUES:
+                    break
+                now = utcnow()
+                stages = fold(job.stages, at=now, progress=progress, approved_at=job.approved_at)
+                # Conditional on the status read, so the timeline is folded from the row it
+                # replaces (the API may approve or cancel in between; then fold again).
+                result = await session.execute(update(Job).where(
+                    Job.id == self.job_id, Job.status == job.status).values(
+                    progress=progress, stages=stages, updated_at=now)
+                    .execution_options(synchronize_session=False))
+                await session.commit()
+                if result.rowcount == 1:
+                    return
+        raise JobEnded(self.job_id)
 
     @retried("database")
     async def fail(self, message: str, code: str) -> None:
@@ -87,9 +103,13 @@ class JobStore:
             job = await session.get(Job, self.job_id)
             if job is None or JobStatus(job.status) in TERMINAL:
                 return
+            await stage_job_event(session, job, JobStatus.FAILED,
+                                  {"error": message, "error_code": code})
             try:
                 await transition(session, job, JobStatus.FAILED, error=message, error_code=code,
-                                 progress={**(job.progress or {}), "message": message})
+                                 progress={**(job.progress or {}), "message": message},
+                                 stages=fold(job.stages, at=utcnow(), status=JobStatus.FAILED.value,
+                                             error=message, approved_at=job.approved_at))
             except IllegalTransition:
                 pass  # a cancel won the race; its state stands
 

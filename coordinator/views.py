@@ -8,6 +8,7 @@ from coordinator.db.models import Job, Scene
 from coordinator.job_states import JobStatus
 from coordinator.schemas.jobs import JobOut, SceneOut, Storyboard
 from coordinator.settings import Settings
+from coordinator.stages import fold
 from coordinator.storage import ObjectStore
 
 
@@ -50,5 +51,12 @@ def dump_job(settings: Settings, store: ObjectStore, job: Job,
         thumbnail_url=artifact_url(settings, store, job, job.thumbnail_key, "thumbnail"),
         error=job.error, error_code=job.error_code, estimated_cost=job.estimated_cost,
         actual_cost=job.actual_cost, preset=job.preset, aspect_ratio=job.aspect_ratio,
-        created_at=job.created_at, updated_at=job.updated_at)
+        stages=job_stages(job), created_at=job.created_at, updated_at=job.updated_at)
     return view.model_dump(mode="json", by_alias=True)
+
+
+def job_stages(job: Job) -> list[dict[str, Any]]:
+    """The stored timeline, with the job's current status folded in once more: an approval
+    or a cancel made by the API shows before the job actor writes again."""
+    return fold(job.stages, at=job.updated_at, status=job.status, error=job.error,
+                approved_at=job.approved_at, start_from_status=False)

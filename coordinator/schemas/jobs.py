@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from coordinator.schemas.common import CamelModel, PartialUpdate, Id, UtcDatetime
+from coordinator.schemas.stages import StageOut
 
 BriefText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 # Every ad ends on a call-to-action card of this length, inside the requested duration.
@@ -139,6 +140,8 @@ class JobOut(CamelModel):
     actual_cost: float | None = None
     preset: str
     aspect_ratio: str
+    # The stage timeline (coordinator.stages), always all six stages in order.
+    stages: list[StageOut] = Field(default_factory=list)
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
