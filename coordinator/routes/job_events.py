@@ -1,24 +1,42 @@
-"""``WS /api/v3/jobs/{job_id}/ws``: job progress pushed to any number of clients.
+"""Job progress pushed to any number of clients, two ways over one model:
 
-Each message is ``{jobId, status, progress, error, errorCode, updatedAt}``, sent when the job's
-row changes; the socket closes after a final status. The database stays the only source of
-truth: a connection re-reads the row every ``POLL_INTERVAL_S``, so it works the same with many
-API replicas and survives actor restarts. A browser authenticates with the ``token`` cookie;
-other clients may send ``Authorization: Bearer``.
+- ``WS /api/v3/jobs/{job_id}/ws``, a WebSocket;
+- ``GET /api/v3/jobs/{job_id}/events``, Server-Sent Events (``text/event-stream``).
+
+Each message is ``{jobId, status, progress, stages, error, errorCode, updatedAt}``
+(``progress_message``), sent when the job's row changes; the stream ends after a final status.
+The database stays the only source of truth: a connection re-reads the row every
+``POLL_INTERVAL_S``, so it works the same with many API replicas and survives actor restarts.
+A browser authenticates with the ``token`` cookie; other clients may send
+``Authorization: Bearer``.
+
+An SSE event's ``id`` is the row's ``updatedAt`` in microseconds since the epoch, which every
+write to the job moves forward; a reconnecting ``EventSource`` sends it back as
+``Last-Event-ID`` and gets only newer states (or 204, which stops it, when the job has ended
+since).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Annotated, Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, Header, Request, Response, WebSocket, WebSocketDisconnect, status
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from coordinator.db.models import Job
 from coordinator.auth import bearer_token
-from coordinator.envelope import APIError
+from coordinator.deps import CurrentUser
+from coordinator.envelope import APIError, not_found
 from coordinator.job_states import TERMINAL, JobStatus
 from coordinator.schemas.common import as_utc
+from coordinator.schemas.jobs import JobProgress
+from coordinator.views import job_stages
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -26,6 +44,42 @@ POLL_INTERVAL_S = 0.5
 
 
 MAX_CONNECTION_S = 3600  # a client watching longer reconnects (and is re-authenticated)
+# An SSE comment line this often while nothing changes, so proxies keep the stream open.
+KEEPALIVE_S = 15.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def progress_message(job: Job) -> dict[str, Any]:
+    """What both streams send about a job: the same progress model as ``GET /jobs/{id}``."""
+    progress = (JobProgress.model_validate(job.progress).model_dump(mode="json", by_alias=True)
+                if job.progress else None)
+    return {"jobId": job.id, "status": job.status, "progress": progress,
+            "stages": job_stages(job), "error": job.error, "errorCode": job.error_code,
+            "updatedAt": as_utc(job.updated_at).isoformat().replace("+00:00", "Z")}
+
+
+_MICROSECOND = datetime.resolution
+
+
+def event_id(job: Job) -> int:
+    """Orders a job's states: its ``updated_at`` in microseconds since the epoch."""
+    return (as_utc(job.updated_at) - _EPOCH) // _MICROSECOND
+
+
+async def _polls(sessions: async_sessionmaker, job_id: str,
+                 stop: asyncio.Future | None = None) -> AsyncIterator[Job | None]:
+    """The job's row every ``POLL_INTERVAL_S`` (None once deleted), ending after a final
+    status or when ``stop`` is done."""
+    while stop is None or not stop.done():
+        async with sessions() as session:
+            job = await session.get(Job, job_id)
+        yield job
+        if job is None or JobStatus(job.status) in TERMINAL:
+            return
+        if stop is None:
+            await asyncio.sleep(POLL_INTERVAL_S)
+        else:
+            await asyncio.wait([stop], timeout=POLL_INTERVAL_S)
 
 
 async def _websocket_user(websocket: WebSocket) -> str | None:
@@ -71,21 +125,58 @@ async def _drain(websocket: WebSocket) -> None:
 
 
 async def _stream(websocket: WebSocket, job_id: str, client_gone: asyncio.Task) -> None:
-    sessions = websocket.app.state.sessionmaker
     last = None
-    while not client_gone.done():
-        async with sessions() as session:
-            job = await session.get(Job, job_id)
+    async for job in _polls(websocket.app.state.sessionmaker, job_id, client_gone):
         if job is None:  # deleted with its client or campaign
             await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason="Job deleted")
             return
-        message = {"jobId": job.id, "status": job.status, "progress": job.progress,
-                   "error": job.error, "errorCode": job.error_code,
-                   "updatedAt": as_utc(job.updated_at).isoformat().replace("+00:00", "Z")}
+        message = progress_message(job)
         if message != last:
             await websocket.send_json(message)
             last = message
         if JobStatus(job.status) in TERMINAL:
             await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason=job.status)
             return
-        await asyncio.wait([client_gone], timeout=POLL_INTERVAL_S)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
+    200: {"description": "A stream of `progress` events (`id:` lines) and keep-alive comments; "
+                         "it ends after the job's final status",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    204: {"description": "The job has ended and `Last-Event-ID` already has its final state"}})
+async def job_progress_events(job_id: str, request: Request, user: CurrentUser,
+                              last_event_id: Annotated[str | None, Header(max_length=32)] = None):
+    """Server-Sent Events of the job's progress (the WebSocket's messages), for ``EventSource``.
+    Send ``Last-Event-ID`` to resume: only states newer than that event come."""
+    after = None
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise APIError(400, "Last-Event-ID must be an event id from this stream",
+                           "validation_error")
+        after = int(last_event_id)
+    sessions = request.app.state.sessionmaker
+    async with sessions() as session:  # short: the stream must not hold a connection
+        job = await session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == user))
+    if job is None:
+        raise not_found("Job")
+    if after is not None and event_id(job) <= after and JobStatus(job.status) in TERMINAL:
+        return Response(status_code=204)
+    return StreamingResponse(_sse(request, job_id, after), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _sse(request: Request, job_id: str, after: int | None) -> AsyncIterator[str]:
+    clock = asyncio.get_running_loop().time
+    deadline = clock() + MAX_CONNECTION_S  # then the client reconnects with Last-Event-ID
+    quiet_since = clock()
+    async for job in _polls(request.app.state.sessionmaker, job_id):
+        if job is None or clock() > deadline:
+            return
+        if after is None or event_id(job) > after:
+            after = event_id(job)
+            quiet_since = clock()
+            yield (f"id: {after}\nevent: progress\n"
+                   f"data: {json.dumps(progress_message(job))}\n\n")
+        elif clock() - quiet_since >= KEEPALIVE_S:
+            quiet_since = clock()
+            yield ": keepalive\n\n"
