@@ -19,6 +19,7 @@ from ray.util import metrics
 from actors.compositor import encode_frames_to_mp4
 from actors.messages import ClipRequest, ClipResult
 from actors.model_shelf import ModelShelf
+from actors.render_queue import RenderQueue
 from actors.placement import MODELS_PER_REPLICA
 from actors.render_sharing import SharedRenders
 from models.pipelines import ClipModel, load_clip_model
@@ -40,7 +41,9 @@ class ClipRenderer:
                                             max_models)
         # A job actor's next incarnation re-sends its renders: they are adopted, not redone.
         self._shared = SharedRenders(keep=16)
-        self._pipeline_turn = asyncio.Lock()
+        # The one pipeline renders one clip at a time; waiting clips are admitted by priority
+        # and per-user round robin.
+        self._pipeline_turn = RenderQueue(slots=1)
         self._clips_rendered = metrics.Counter(
             "renderfarm_clips_rendered", "Scene clips rendered", tag_keys=("preset",))
         self._render_seconds = metrics.Histogram(
@@ -62,6 +65,15 @@ class ClipRenderer:
         eviction counts, and recent load/render events in order (``ModelShelf.state``)."""
         return {"replica": serve.get_replica_context().replica_tag, **self.models.state()}
 
+    def queue_state(self) -> dict[str, Any]:
+        """The admission queue: slots, busy, waiting, and recent events labelled by seed."""
+        return self._pipeline_turn.state()
+
+    def reconfigure(self, user_config: dict) -> None:
+        """The priority-aging knob from the Serve config's ``user_config``."""
+        if "priority_aging_s" in user_config:
+            self._pipeline_turn.configure(aging_s=float(user_config["priority_aging_s"]))
+
     def recent_renders_by_seed(self) -> dict[int, int]:
         """How many times each recent request was rendered on this replica, by seed."""
         return dict(self._shared.renders_by_seed)
@@ -74,7 +86,8 @@ class ClipRenderer:
         async with self.models.use(request.preset) as model:
             # Clips queue for the one pipeline here, so the clock starts once it is this
             # clip's turn: the ledger (and the bill) counts diffusion time, not waiting.
-            async with self._pipeline_turn:
+            async with self._pipeline_turn.turn(request.priority, request.owner,
+                                                label=request.seed):
                 self.models.note("render_started", request.preset)
                 started = time.perf_counter()
                 frames = await asyncio.to_thread(model.render, image, request.seed,

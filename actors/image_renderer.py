@@ -17,12 +17,15 @@ from ray.util import metrics
 
 from actors.messages import ImageRequest, ImageResult
 from actors.model_shelf import ModelShelf
+from actors.render_queue import RenderQueue
 from actors.placement import MODELS_PER_REPLICA
 from actors.render_sharing import SharedRenders
 from models.pipelines import ImageModel, load_image_model
 from models.presets import RenderPreset, default_preset_name
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH_SIZE = 4
 
 
 @serve.deployment(name="ImageRenderer", max_ongoing_requests=32, health_check_period_s=5)
@@ -36,6 +39,9 @@ class ImageRenderer:
                                              "image", max_models)
         # A job actor's next incarnation re-sends its renders: they are adopted, not redone.
         self._shared = SharedRenders(keep=64)
+        # Admits one batch's worth of requests at a time, by priority and per-user round
+        # robin, so the batch that forms next is made of the requests due first.
+        self._queue = RenderQueue(slots=MAX_BATCH_SIZE)
         self._images_rendered = metrics.Counter(
             "renderfarm_images_rendered", "Scene images rendered", tag_keys=("preset",))
         self._render_seconds = metrics.Histogram(
@@ -63,6 +69,10 @@ class ImageRenderer:
         eviction counts, and recent load/render events in order (``ModelShelf.state``)."""
         return {"replica": serve.get_replica_context().replica_tag, **self.models.state()}
 
+    def queue_state(self) -> dict[str, Any]:
+        """The admission queue: slots, busy, waiting, and recent events labelled by seed."""
+        return self._queue.state()
+
     def recent_renders_by_seed(self) -> dict[int, int]:
         """How many times each recent request was rendered on this replica, by seed."""
         return dict(self._shared.renders_by_seed)
@@ -71,9 +81,10 @@ class ImageRenderer:
         # The model is loaded (or found) before the request joins a batch, so a load holds up
         # only the requests for its own preset, never a batch of presets already loaded.
         async with self.models.use(request.preset) as model:
-            return await self._render_batch(request, model)
+            async with self._queue.turn(request.priority, request.owner, label=request.seed):
+                return await self._render_batch(request, model)
 
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.02)
+    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.02)
     async def _render_batch(self, requests: list[ImageRequest],
                             models: list[ImageModel]) -> list[ImageResult]:
         results: list[ImageResult | None] = [None] * len(requests)
@@ -104,9 +115,13 @@ class ImageRenderer:
         return results  # type: ignore[return-value]
 
     def reconfigure(self, user_config: dict) -> None:
-        """Batching knobs from the Serve config's ``user_config`` (no code change to tune)."""
+        """Batching and priority-aging knobs from the Serve config's ``user_config`` (no code
+        change to tune)."""
         if "max_batch_size" in user_config:
             self._render_batch.set_max_batch_size(int(user_config["max_batch_size"]))
+            self._queue.configure(slots=int(user_config["max_batch_size"]))
+        if "priority_aging_s" in user_config:
+            self._queue.configure(aging_s=float(user_config["priority_aging_s"]))
         if "batch_wait_timeout_s" in user_config:
             self._render_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 

@@ -249,7 +249,8 @@ class JobActor:
                 preset=job.preset, prompt=apply_prompt_template(
                     preset, prompt_source, steps.style_unless_present(brief.style, prompt_source)),
                 seed=steps.scene_seed(job.seed, scene.id, version), width=width, height=height,
-                negative_prompt=steps.negative_prompt(preset, brief))
+                negative_prompt=steps.negative_prompt(preset, brief),
+                priority=job.priority or "normal", owner=job.owner_id)
             what = f"Rendering the image of scene {scene.scene_idx}"
             # Serve routes the request to a replica already holding the preset's model.
             images = self.images.options(multiplexed_model_id=request.preset)
@@ -307,7 +308,8 @@ class JobActor:
         image_png = await self._store(self.objects.get_bytes, scene.image_key)
         request = ClipRequest(preset=job.preset, image_png=image_png,
                               seed=steps.scene_seed(job.seed, scene.id, scene.version),
-                              width=width, height=height, prompt=scene.image_prompt)
+                              width=width, height=height, prompt=scene.image_prompt,
+                              priority=job.priority or "normal", owner=job.owner_id)
         what = f"Rendering the clip of scene {scene.scene_idx}"
         clips = self.clips.options(multiplexed_model_id=request.preset)  # to a replica holding it
         result = await steps.call_renderer(lambda: clips.render.remote(request), what,

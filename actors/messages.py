@@ -14,6 +14,9 @@ class ImageRequest:
     width: int
     height: int
     negative_prompt: str | None = None  # None: the preset's own
+    # Who asked and how urgently: the order a busy replica admits work in (actors.render_queue).
+    priority: str = "normal"
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class ClipRequest:
     width: int
     height: int
     prompt: str = ""
+    priority: str = "normal"  # as ImageRequest
+    owner: str = ""
 
 
 @dataclass(frozen=True)

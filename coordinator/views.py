@@ -42,15 +42,18 @@ def artifact_url(settings: Settings, store: ObjectStore, job: Job, key: str | No
 
 
 def dump_job(settings: Settings, store: ObjectStore, job: Job,
-             scenes: list[Scene] | None) -> dict[str, Any]:
+             scenes: list[Scene] | None, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``live``: fields worked out as the job is served (``coordinator.eta.live_progress``),
+    added to its stored progress."""
     view = JobOut(
         id=job.id, status=job.status, client_id=job.client_id, campaign_id=job.campaign_id,
-        progress=job.progress,
+        progress={**(job.progress or {}), **live} if live else job.progress,
         storyboard=Storyboard(scenes=[scene_view(settings, s) for s in scenes]) if scenes is not None else None,
         video_url=artifact_url(settings, store, job, job.video_key, "video"),
         thumbnail_url=artifact_url(settings, store, job, job.thumbnail_key, "thumbnail"),
         error=job.error, error_code=job.error_code, estimated_cost=job.estimated_cost,
         actual_cost=job.actual_cost, preset=job.preset, aspect_ratio=job.aspect_ratio,
+        priority=job.priority or "normal",
         stages=job_stages(job), created_at=job.created_at, updated_at=job.updated_at)
     return view.model_dump(mode="json", by_alias=True)
 

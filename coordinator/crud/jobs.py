@@ -121,6 +121,7 @@ async def create_job(*, session: AsyncSession, settings: Settings, store: Object
     job = Job(owner_id=owner, client_id=body.context.client_id, campaign_id=body.context.campaign_id,
               status=JobStatus.PENDING.value, brief=brief, advanced=advanced,
               preset=plan["preset"].name, aspect_ratio=body.advanced.aspect_ratio.value,
+              priority=body.priority.value,
               seed=body.advanced.seed if body.advanced.seed is not None else random.randrange(2**31),
               progress=progress("queued", 0, "Waiting for a job actor"),
               estimated_cost=quote["estimatedCost"], cost_breakdown=quote["breakdown"],

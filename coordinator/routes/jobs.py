@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ValidationError
 
+from coordinator import eta
 from coordinator.crud import jobs as crud
 from coordinator.deps import (CurrentUser, JobRunnerDep, OwnedJob, PageDep, SessionDep,
                               SettingsDep, StoreDep)
@@ -54,13 +55,16 @@ async def list_jobs(session: SessionDep, user: CurrentUser, page: PageDep, setti
     rows, total = await crud.list_jobs(session=session, owner=user, page=page, status=status,
                                        client_id=client_id, campaign_id=campaign_id)
     scenes = await crud.scenes_by_job(session, [job.id for job in rows])
-    return ok([dump_job(settings, store, job, scenes[job.id]) for job in rows],
+    live = await eta.live_progress(session, rows)
+    return ok([dump_job(settings, store, job, scenes[job.id], live.get(job.id)) for job in rows],
               page=page.number, total=total)
 
 
 @router.get("/{job_id}", response_model=Envelope[JobOut])
 async def get_job(job: OwnedJob, session: SessionDep, settings: SettingsDep, store: StoreDep):
-    return ok(dump_job(settings, store, job, await crud.scenes_of(session, job.id)))
+    live = await eta.live_progress(session, [job])
+    return ok(dump_job(settings, store, job, await crud.scenes_of(session, job.id),
+                       live.get(job.id)))
 
 
 @router.post("/{job_id}/actions", response_model=Envelope[ActionResult])

@@ -40,6 +40,14 @@ class ShotType(str, Enum):
     PRODUCT = "product"
 
 
+class Priority(str, Enum):
+    """How urgently the renderers take a job's scenes (spec 002; actors.render_queue)."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
 class JobContext(CamelModel):
     client_id: Id
     campaign_id: Id | None = None
@@ -91,6 +99,7 @@ class JobCreate(CamelModel):
     ad_basics: AdBasics
     creative: Creative
     advanced: AdvancedOptions = Field(default_factory=AdvancedOptions)
+    priority: Priority = Priority.NORMAL
 
 
 class JobProgress(CamelModel):
@@ -99,6 +108,9 @@ class JobProgress(CamelModel):
     message: str | None = None
     current_step: int | None = None
     total_steps: int | None = None
+    # While the job renders (coordinator.eta): jobs served before it, and when it should finish.
+    queue_position: int | None = None
+    estimated_completion_at: UtcDatetime | None = None
 
 
 class SceneOut(BaseModel):
@@ -140,6 +152,7 @@ class JobOut(CamelModel):
     actual_cost: float | None = None
     preset: str
     aspect_ratio: str
+    priority: str = Priority.NORMAL.value
     # The stage timeline (coordinator.stages), always all six stages in order.
     stages: list[StageOut] = Field(default_factory=list)
     created_at: UtcDatetime
