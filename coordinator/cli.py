@@ -1,10 +1,12 @@
-"""The ``renderfarm`` command: run the service, migrate the database, mint a local token."""
+"""The ``renderfarm`` command: run the service, migrate the database, mint a local token,
+render one ad from a brief."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from coordinator.settings import get_settings
 
@@ -34,6 +36,16 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    from coordinator.render_cli import EXIT_INTERRUPTED, render
+
+    try:
+        return render(brief_path=args.brief, out=args.out, url=args.url, token=args.token,
+                      client_id=args.client, review=args.review)
+    except KeyboardInterrupt:  # before the job existed: nothing to cancel
+        return EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="renderfarm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("user", help="user id (the JWT 'sub')")
     token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
     token.set_defaults(func=_token)
+
+    render = commands.add_parser(
+        "render", help="render one ad from a brief on a running service, with live progress")
+    render.add_argument("brief", type=Path, help="JSON file holding the POST /jobs body")
+    render.add_argument("--out", type=Path, default=Path("ad.mp4"), help="where the MP4 goes")
+    render.add_argument("--url", default=os.environ.get("RENDERFARM_URL", "http://127.0.0.1:8000"),
+                        help="the service (RENDERFARM_URL)")
+    render.add_argument("--token", default=os.environ.get("RENDERFARM_TOKEN"),
+                        help="bearer token (RENDERFARM_TOKEN; `renderfarm token USER` mints one)")
+    render.add_argument("--client", help="client id (sets the brief's context.clientId)")
+    render.add_argument("--review", action="store_true",
+                        help="stop at the storyboard and wait for Enter to approve it")
+    render.set_defaults(func=_render)
 
     args = parser.parse_args(argv)
     return args.func(args)
