@@ -4,6 +4,7 @@ for fast tests, under plain uvicorn; the render side arrives as an optional ``Jo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -19,8 +20,10 @@ from coordinator.envelope import UnhandledErrors, install_error_handlers
 from coordinator.openapi import install_openapi
 from coordinator.rate_limit import RateLimiter
 from coordinator.routes import assets, campaigns, clients, health, job_events, jobs, scenes
+from coordinator.routes import webhooks
 from coordinator.settings import Settings, get_settings
 from coordinator.storage import make_object_store
+from coordinator.webhooks.sender import run_sender
 
 API_PREFIX = "/api/v3"
 VERSION = "3.0.0"
@@ -40,9 +43,14 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
         supervisor = None
         if job_runner is not None and hasattr(job_runner, "supervise"):
             supervisor = asyncio.create_task(job_runner.supervise(app.state.sessionmaker))
+        # Every replica sends due webhook deliveries (claimed one at a time, so never twice).
+        webhook_sender = asyncio.create_task(run_sender(app.state.sessionmaker, settings))
         yield
         if supervisor:
             supervisor.cancel()
+        webhook_sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await webhook_sender  # off the database before the engine goes
         await app.state.engine.dispose()
 
     app = FastAPI(title="Render farm API", version=VERSION, lifespan=lifespan,
@@ -83,7 +91,7 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     )
 
     app.include_router(health.router)
-    for module in (clients, campaigns, assets, jobs, scenes, job_events):
+    for module in (clients, campaigns, assets, jobs, scenes, job_events, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(assets.upload_router, prefix=API_PREFIX)
     return app

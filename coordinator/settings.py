@@ -100,7 +100,20 @@ class Settings(BaseSettings):
     renderfarm_autoscaling: bool = False
     ffmpeg_timeout_seconds: float = Field(default=600.0, gt=0)
 
-    @field_validator("cors_origins", "url_import_allow_networks", mode="before")
+    # Webhooks (coordinator.webhooks). A receiver must be public and https, unless it is inside
+    # one of these operator-trusted networks (then http is allowed too), e.g. 127.0.0.0/8 in tests.
+    webhook_allow_networks: Annotated[list[str], NoDecode] = []
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)  # one attempt
+    # Attempt n+1 waits base * 2**(n-1) after attempt n fails: with the defaults, 30 s, 1 min,
+    # 2 min, ... so the 10th and last attempt comes about 4.3 hours after the first.
+    webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_max_attempts: int = Field(default=10, ge=1, le=20)
+    # After a secret rotation the old secret keeps signing (beside the new one) this long.
+    webhook_secret_grace_seconds: int = Field(default=24 * 3600, ge=0)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)  # how often a replica looks for due deliveries
+
+    @field_validator("cors_origins", "url_import_allow_networks", "webhook_allow_networks",
+                     mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

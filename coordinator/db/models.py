@@ -148,3 +148,55 @@ class RateLimitWindow(Base):
     owner_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WebhookEndpoint(OwnedMixin, Base):
+    """A URL the owner's job events are POSTed to, signed with its Standard Webhooks secret.
+    With ``client_id`` only that client's jobs notify it; without, all the owner's jobs."""
+
+    __tablename__ = "webhook_endpoints"
+
+    client_id: Mapped[str | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)  # event types it wants, e.g. job.completed
+    secret: Mapped[str] = mapped_column(String(100))  # whsec_<base64 key>
+    # After a rotation the old secret also signs until it expires, so receivers can switch over.
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(OwnedMixin, Base):
+    """One event for one endpoint (the outbox row, written with the job's status change).
+    Its ``id`` is the ``webhook-id`` header, the same on every retry."""
+
+    __tablename__ = "webhook_deliveries"
+
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON body that is signed and sent
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | succeeded | failed
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    # When a sender may (next) try it; a claim pushes it forward by a lease, see webhooks.sender.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a delivery, as it went."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)  # 1, 2, ...
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None when no answer came
+    error: Mapped[str | None] = mapped_column(Text)  # None on success

@@ -29,7 +29,7 @@ from tests.jobs_helpers import advance_job, job_body
 
 # Path parameter -> which of the owner's rows it names.
 ROW_FOR_PARAM = {"client_id": "client", "campaign_id": "campaign", "asset_id": "asset",
-                 "job_id": "job", "scene_id": "scene"}
+                 "job_id": "job", "scene_id": "scene", "webhook_id": "webhook"}
 
 # A body the owner could send, by (method, path template): the intruder sends the same.
 BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict]] = {
@@ -38,13 +38,15 @@ BODIES: dict[tuple[str, str], Callable[[dict[str, str]], dict]] = {
     ("POST", "/api/v3/jobs/{job_id}/actions"): lambda ids: {"action": "cancel"},
     ("PUT", "/api/v3/jobs/{job_id}/scenes/{scene_id}"): lambda ids: {"script": "Taken over"},
     ("POST", "/api/v3/jobs/{job_id}/scenes/{scene_id}/regenerate"): lambda ids: {"feedback": "x"},
+    ("PUT", "/api/v3/webhooks/{webhook_id}"): lambda ids: {"description": "Taken over"},
 }
 
 # What the owner reads to see that nothing changed (``data`` only: ``meta.timestamp`` moves).
 OWNER_VIEWS = ["/api/v3/clients", "/api/v3/clients/{client}", "/api/v3/clients/{client}/stats",
                "/api/v3/campaigns", "/api/v3/campaigns/{campaign}", "/api/v3/assets",
                "/api/v3/assets/{asset}", "/api/v3/jobs", "/api/v3/jobs/{job}",
-               "/api/v3/jobs/{job}/scenes"]
+               "/api/v3/jobs/{job}/scenes", "/api/v3/webhooks", "/api/v3/webhooks/{webhook}",
+               "/api/v3/webhooks/{webhook}/deliveries"]
 
 _PATH_PARAM = re.compile(r"{(\w+)(?::[^}]*)?}")
 
@@ -103,8 +105,13 @@ def owner(api) -> Iterator[tuple[httpx.Client, dict[str, str]]]:
         job_id = job.json()["data"]["id"]
         advance_job(api.settings, job_id, "storyboard_ready")
         scenes = http.get(f"/api/v3/jobs/{job_id}/scenes").json()["data"]
+        # A public https receiver (an IP, so no DNS) for an event these jobs never reach.
+        webhook = http.post("/api/v3/webhooks", json={"url": "https://93.184.215.14/hook",
+                                                      "events": ["job.completed"]})
+        assert webhook.status_code == 201, webhook.text
         rows = {"client": client["id"], "campaign": campaign["id"],
-                "asset": asset.json()["data"]["id"], "job": job_id, "scene": scenes[0]["id"]}
+                "asset": asset.json()["data"]["id"], "job": job_id, "scene": scenes[0]["id"],
+                "webhook": webhook.json()["data"]["id"]}
         yield http, rows
 
 
