@@ -20,6 +20,7 @@ from coordinator.envelope import UnhandledErrors, install_error_handlers
 from coordinator.openapi import install_openapi
 from coordinator.rate_limit import RateLimiter
 from coordinator.routes import assets, campaigns, clients, health, job_events, jobs, scenes
+from coordinator.routes import presets
 from coordinator.routes import webhooks
 from coordinator.settings import Settings, get_settings
 from coordinator.storage import make_object_store
@@ -94,4 +95,5 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     for module in (clients, campaigns, assets, jobs, scenes, job_events, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(assets.upload_router, prefix=API_PREFIX)
+    app.include_router(presets.router, prefix=API_PREFIX)
     return app

@@ -55,6 +55,7 @@ CONFLICTS = {
                   "`scenes_rendering`, `scene_busy`)",
     "job_video": "The job is not completed yet (`video_not_ready`)",
     "job_thumbnail": "The job is not completed yet (`video_not_ready`)",
+    "job_video_metadata": "The job is not completed yet (`video_not_ready`)",
     "update_scene": "The storyboard is not under review, or the scene is regenerating",
     "delete_scene": "The storyboard is not under review, or the scene is regenerating",
     "regenerate_scene": "The storyboard is not under review, or the scene is regenerating",

@@ -139,21 +139,32 @@ async def _stream(websocket: WebSocket, job_id: str, client_gone: asyncio.Task) 
             return
 
 
+# One event of the stream (OpenAPI 3.1: a text/event-stream schema describes each event).
+_SSE_EVENT = {
+    "type": "object", "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$",
+               "description": "Send it back as `Last-Event-ID` to resume after this event"},
+        "event": {"type": "string", "enum": ["progress"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "The WebSocket's message: `{jobId, status, progress, stages, "
+                                "error, errorCode, updatedAt}`"}},
+}
+
+
 @router.get("/{job_id}/events", response_class=StreamingResponse, responses={
-    200: {"description": "A stream of `progress` events (`id:` lines) and keep-alive comments; "
-                         "it ends after the job's final status",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    200: {"description": "A stream of `progress` events and keep-alive comments; it ends after "
+                         "the job's final status",
+          "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
     204: {"description": "The job has ended and `Last-Event-ID` already has its final state"}})
 async def job_progress_events(job_id: str, request: Request, user: CurrentUser,
-                              last_event_id: Annotated[str | None, Header(max_length=32)] = None):
+                              # ``str``, not ``str | None``: absent is fine, "null" is not.
+                              last_event_id: Annotated[str, Header(
+                                  pattern=r"^[0-9]{1,20}$",
+                                  description="The `id` of the last event received")] = None):
     """Server-Sent Events of the job's progress (the WebSocket's messages), for ``EventSource``.
     Send ``Last-Event-ID`` to resume: only states newer than that event come."""
-    after = None
-    if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise APIError(400, "Last-Event-ID must be an event id from this stream",
-                           "validation_error")
-        after = int(last_event_id)
+    after = int(last_event_id) if last_event_id is not None else None
     sessions = request.app.state.sessionmaker
     async with sessions() as session:  # short: the stream must not hold a connection
         job = await session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == user))

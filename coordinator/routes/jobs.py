@@ -16,7 +16,9 @@ from coordinator.envelope import APIError, Envelope, ok
 from coordinator.job_states import JobStatus
 from coordinator.schemas.jobs import (ActionResult, CostEstimate, JobActionRequest, JobCreate,
                                       JobOut, JobSummary, RegeneratePayload)
+from coordinator.schemas.video import VideoMetadata
 from coordinator.serving import serve_object
+from coordinator.video_metadata import video_metadata
 from coordinator.views import dump_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -126,3 +128,11 @@ async def job_thumbnail(job: OwnedJob, request: Request, store: StoreDep):
     _require_completed(job)
     return await serve_object(request, store, job.thumbnail_key, content_type="image/jpeg",
                               etag=f"{job.id}-thumbnail")
+
+
+@router.get("/{job_id}/metadata", response_model=Envelope[VideoMetadata])
+async def job_video_metadata(job: OwnedJob, store: StoreDep):
+    """Duration, size, frame rate, codecs, format, file size and delivery time of the
+    finished video (``coordinator.video_metadata``). 409 until the job is completed."""
+    _require_completed(job)
+    return ok(await video_metadata(store, job))

@@ -7,7 +7,7 @@ from enum import Enum
 from pydantic import AnyUrl, Field, UrlConstraints
 from typing import Annotated
 
-from coordinator.schemas.common import CamelModel, Id, Name, ShortText, Timestamps
+from coordinator.schemas.common import CamelModel, Id, Name, RequestModel, ShortText, Timestamps
 
 
 class AssetType(str, Enum):
@@ -32,7 +32,7 @@ class AssetOut(Timestamps):
 ImportUrl = Annotated[AnyUrl, UrlConstraints(max_length=2048)]
 
 
-class AssetFromUrl(CamelModel):
+class AssetFromUrl(RequestModel):
     url: ImportUrl
     name: Name | None = None
     type: AssetType | None = None

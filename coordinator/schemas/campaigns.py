@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
-from coordinator.schemas.common import CamelModel, PartialUpdate, Id, LongText, Name, Timestamps
+from coordinator.schemas.common import (CamelModel, PartialUpdate, Id, LongText, Name, RequestModel,
+                                        Timestamps)
 
 
 class CampaignStatus(str, Enum):
@@ -15,7 +16,7 @@ class CampaignStatus(str, Enum):
     ARCHIVED = "archived"
 
 
-class CampaignCreate(CamelModel):
+class CampaignCreate(RequestModel):
     client_id: Id
     name: Name
     goal: LongText = ""

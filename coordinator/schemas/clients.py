@@ -7,7 +7,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from coordinator.schemas.common import CamelModel, PartialUpdate, LongText, Name, ShortText, Timestamps
+from coordinator.schemas.common import (CamelModel, PartialUpdate, LongText, Name, RequestModel,
+                                        ShortText, Timestamps)
 
 _HEX_COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 
@@ -24,7 +25,7 @@ HexColor = Annotated[str, AfterValidator(_hex_color),
                      Field(json_schema_extra={"pattern": _HEX_COLOR.pattern})]
 
 
-class BrandGuidelines(CamelModel):
+class BrandGuidelines(RequestModel):
     colors: list[HexColor] | None = Field(default=None, max_length=20)
     fonts: list[ShortText] | None = Field(default=None, max_length=20)
     tone: ShortText | None = None
@@ -32,7 +33,7 @@ class BrandGuidelines(CamelModel):
     examples: list[ShortText] | None = Field(default=None, max_length=50)
 
 
-class ClientCreate(CamelModel):
+class ClientCreate(RequestModel):
     name: Name
     description: LongText | None = None
     brand_guidelines: BrandGuidelines | None = None

@@ -16,7 +16,14 @@ class CamelModel(BaseModel):
                               from_attributes=True)
 
 
-class PartialUpdate(CamelModel):
+class RequestModel(CamelModel):
+    """A request body: a field it does not know is refused (400), so a typo or a field this
+    API does not have never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartialUpdate(RequestModel):
     """A PUT body where only the fields sent change. Sending ``null`` clears a field that may
     be empty (``NULLABLE``); for any other field it is a 400, not a database error."""
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from coordinator.schemas.common import CamelModel, PartialUpdate, Id, UtcDatetime
+from coordinator.schemas.common import CamelModel, PartialUpdate, Id, RequestModel, UtcDatetime
 from coordinator.schemas.stages import StageOut
 
 BriefText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
@@ -48,27 +48,27 @@ class Priority(str, Enum):
     HIGH = "high"
 
 
-class JobContext(CamelModel):
+class JobContext(RequestModel):
     client_id: Id
     campaign_id: Id | None = None
     user_id: str | None = None  # accepted for compatibility (spec 001); the token decides
 
 
-class AdBasics(CamelModel):
+class AdBasics(RequestModel):
     product: RequiredBriefText
     target_audience: BriefText = ""
     key_message: BriefText = ""
     call_to_action: RequiredBriefText
 
 
-class CreativeDirection(CamelModel):
+class CreativeDirection(RequestModel):
     style: RequiredBriefText
     tone: BriefText | None = None
     visual_elements: list[Annotated[str, StringConstraints(max_length=200)]] | None = Field(
         default=None, max_length=20)
 
 
-class Creative(CamelModel):
+class Creative(RequestModel):
     direction: CreativeDirection
 
 
@@ -94,7 +94,7 @@ class AdvancedOptions(CamelModel):
         return self
 
 
-class JobCreate(CamelModel):
+class JobCreate(RequestModel):
     context: JobContext
     ad_basics: AdBasics
     creative: Creative
@@ -194,16 +194,16 @@ class SceneUpdate(PartialUpdate):
                                                    max_length=2000)] | None = None
 
 
-class RegenerateRequest(CamelModel):
+class RegenerateRequest(RequestModel):
     feedback: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
 
 
-class RegeneratePayload(CamelModel):
+class RegeneratePayload(RequestModel):
     scene_idx: int = Field(ge=0)
     feedback: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
 
 
-class JobActionRequest(CamelModel):
+class JobActionRequest(RequestModel):
     # ``retry`` extends the spec's actions: the owner reopens a failed job (see crud.retry_job).
     action: Literal["approve", "cancel", "regenerate_scene", "retry"]
     payload: dict[str, Any] | None = None

@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from coordinator.schemas.common import CamelModel, Id, LongText, PartialUpdate, Timestamps, UtcDatetime
+from coordinator.schemas.common import (CamelModel, Id, LongText, PartialUpdate, RequestModel,
+                                        Timestamps, UtcDatetime)
 from coordinator.webhooks.outbox import EVENT_TYPES
 
 EventType = Literal["job.storyboard_ready", "job.completed", "job.failed"]
@@ -16,7 +17,7 @@ WebhookUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 EventList = Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES))]
 
 
-class WebhookCreate(CamelModel):
+class WebhookCreate(RequestModel):
     url: WebhookUrl
     # Only this client's jobs notify the endpoint; all the owner's jobs when absent.
     client_id: Id | None = None

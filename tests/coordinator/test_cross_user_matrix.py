@@ -141,9 +141,11 @@ def _answer(api, endpoint: Endpoint, http: httpx.Client, ids: dict[str, str]) ->
                 return ("accepted",)
         except InvalidStatus as refused:
             return ("refused", refused.response.status_code)
-    response = http.request(endpoint.method, path, json=_body(endpoint, ids))
-    is_json = response.headers.get("content-type", "").startswith("application/json")
-    code = response.json().get("code") if is_json and response.content else None
+    # Streamed, and only a JSON body read: an event stream (GET /jobs/{id}/events) of a job
+    # still under review would not end.
+    with http.stream(endpoint.method, path, json=_body(endpoint, ids)) as response:
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        code = response.json().get("code") if is_json and response.read() else None
     return response.status_code, code
 
 
