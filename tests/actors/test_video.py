@@ -107,6 +107,19 @@ def test_auto_approve_runs_without_a_person(alice, farm, tmp_path):
     info = probe_media(path)
     side, _ = get_preset("tiny").output_size["1:1"]
     assert info.video_codec == "h264" and info.width == info.height == side
+    # Every stage of the timeline ran, in order (the review too, ended by the auto-approval).
+    stages = done["stages"]
+    assert [s["name"] for s in stages] == ["storyboard", "images", "review", "clips",
+                                           "compositing", "upload"]
+    assert all(s["status"] == "completed" and s["percent"] == 100 for s in stages), stages
+    ends = [s["completedAt"] for s in stages]
+    assert ends == sorted(ends) and all(s["startedAt"] <= s["completedAt"] for s in stages)
+    # The metadata endpoint says what the delivered file is.
+    meta = alice.get(f"/api/v3/jobs/{done['id']}/metadata").json()["data"]
+    assert (meta["width"], meta["height"], meta["fps"]) == (info.width, info.height, info.fps)
+    assert meta["codecs"] == {"video": info.video_codec, "audio": None} and not info.has_audio
+    assert meta["fileSize"] == len(served.content)
+    assert abs(meta["duration"] - info.duration_s) < 0.1
 
 
 def test_hostile_scripts_render_literally(alice, farm, tmp_path):
