@@ -43,7 +43,12 @@ class ClipRenderer:
         self._shared = SharedRenders(keep=16)
         # The one pipeline renders one clip at a time; waiting clips are admitted by priority
         # and per-user round robin.
-        self._pipeline_turn = RenderQueue(slots=1)
+        self._queue_depth = metrics.Gauge(
+            "renderfarm_renderer_queue_depth", "Requests waiting for a renderer's pipeline",
+            tag_keys=("preset", "kind"))
+        self._pipeline_turn = RenderQueue(slots=1, on_depth=lambda preset, waiting:
+                                          self._queue_depth.set(waiting, tags={"preset": preset,
+                                                                               "kind": "clip"}))
         self._clips_rendered = metrics.Counter(
             "renderfarm_clips_rendered", "Scene clips rendered", tag_keys=("preset",))
         self._render_seconds = metrics.Histogram(
@@ -87,7 +92,7 @@ class ClipRenderer:
             # Clips queue for the one pipeline here, so the clock starts once it is this
             # clip's turn: the ledger (and the bill) counts diffusion time, not waiting.
             async with self._pipeline_turn.turn(request.priority, request.owner,
-                                                label=request.seed):
+                                                label=request.seed, group=request.preset):
                 self.models.note("render_started", request.preset)
                 started = time.perf_counter()
                 frames = await asyncio.to_thread(model.render, image, request.seed,

@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 import ray
-from sqlalchemy import or_, select
+from ray.util import metrics
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from actors.job_actor import ACTOR_NAMESPACE, JobActor, actor_name
@@ -37,6 +38,7 @@ class RayJobRunner:
         self.placement = placement
         self._pokes: set[asyncio.Task] = set()  # strong references until they finish
         self._default_preset: str | None = None
+        self._jobs_gauge: Any = None
 
     async def default_preset(self) -> str | None:
         """The preset the image renderers chose where they run (asked once, then remembered).
@@ -112,6 +114,19 @@ class RayJobRunner:
             )))
             return list(rows.all())
 
+    async def report_jobs_by_status(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        """Sets ``renderfarm_jobs{status}``: jobs in each state, from the database (the source of
+        truth), each supervision round. Every API replica reports the same counts: take the
+        max across replicas, not the sum."""
+        async with sessions() as session:
+            counts = dict((await session.execute(
+                select(Job.status, func.count()).group_by(Job.status))).all())
+        if self._jobs_gauge is None:  # created in the replica: metrics need a Ray worker
+            self._jobs_gauge = metrics.Gauge("renderfarm_jobs", "Jobs in each state",
+                                             tag_keys=("status",))
+        for status in JobStatus:
+            self._jobs_gauge.set(counts.get(status.value, 0), tags={"status": status.value})
+
     async def supervise(self, sessions: async_sessionmaker[AsyncSession],
                         interval_s: float = SUPERVISE_INTERVAL_S) -> None:
         """Runs for the life of the API replica; on start-up this resumes orphaned jobs.
@@ -122,6 +137,7 @@ class RayJobRunner:
         try:
             while True:
                 try:
+                    await self.report_jobs_by_status(sessions)
                     for job_id in await self.jobs_needing_an_actor(sessions):
                         if job_id not in running:
                             task = asyncio.create_task(self._supervised_poke(job_id, slots))

@@ -41,7 +41,12 @@ class ImageRenderer:
         self._shared = SharedRenders(keep=64)
         # Admits one batch's worth of requests at a time, by priority and per-user round
         # robin, so the batch that forms next is made of the requests due first.
-        self._queue = RenderQueue(slots=MAX_BATCH_SIZE)
+        self._queue_depth = metrics.Gauge(
+            "renderfarm_renderer_queue_depth", "Requests waiting for a renderer's pipeline",
+            tag_keys=("preset", "kind"))
+        self._queue = RenderQueue(slots=MAX_BATCH_SIZE, on_depth=lambda preset, waiting:
+                                  self._queue_depth.set(waiting, tags={"preset": preset,
+                                                                       "kind": "image"}))
         self._images_rendered = metrics.Counter(
             "renderfarm_images_rendered", "Scene images rendered", tag_keys=("preset",))
         self._render_seconds = metrics.Histogram(
@@ -81,7 +86,8 @@ class ImageRenderer:
         # The model is loaded (or found) before the request joins a batch, so a load holds up
         # only the requests for its own preset, never a batch of presets already loaded.
         async with self.models.use(request.preset) as model:
-            async with self._queue.turn(request.priority, request.owner, label=request.seed):
+            async with self._queue.turn(request.priority, request.owner, label=request.seed,
+                                        group=request.preset):
                 return await self._render_batch(request, model)
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=0.02)

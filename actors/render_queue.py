@@ -45,17 +45,22 @@ class _Waiter:
     since: float
     label: Hashable
     granted: asyncio.Future = field(repr=False)
+    group: str = ""
 
 
 class RenderQueue:
     """At most ``slots`` holders at once; the rest wait and are admitted in priority order."""
 
     def __init__(self, slots: int = 1, aging_s: float = DEFAULT_AGING_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 on_depth: Callable[[str, int], None] | None = None):
+        """``on_depth(group, waiting)`` is told how many requests of a group (a preset) wait,
+        whenever that changes: the renderers export it as a queue-depth metric."""
         self._check(slots, aging_s)
         self.slots = slots
         self.aging_s = aging_s
         self._clock = clock
+        self._on_depth = on_depth
         self._busy = 0
         self._waiting: list[_Waiter] = []
         self._arrivals = itertools.count()
@@ -73,10 +78,11 @@ class RenderQueue:
 
     @contextlib.asynccontextmanager
     async def turn(self, priority: str = DEFAULT_PRIORITY, owner: str = "",
-                   label: Hashable = None) -> AsyncIterator[None]:
-        """Waits for a slot, holds it for the block. ``label`` names the request in ``state``."""
+                   label: Hashable = None, group: str = "") -> AsyncIterator[None]:
+        """Waits for a slot, holds it for the block. ``label`` names the request in ``state``;
+        ``group`` is what the queue depth is counted by."""
         await self._acquire(PRIORITY_LEVELS.get(priority, PRIORITY_LEVELS[DEFAULT_PRIORITY]),
-                            owner, label, priority)
+                            owner, label, priority, group)
         try:
             yield
         finally:
@@ -92,15 +98,17 @@ class RenderQueue:
         return {"slots": self.slots, "busy": self._busy, "waiting": len(self._waiting),
                 "aging_s": self.aging_s, "events": list(self._events)}
 
-    async def _acquire(self, level: int, owner: str, label: Hashable, priority: str) -> None:
+    async def _acquire(self, level: int, owner: str, label: Hashable, priority: str,
+                       group: str = "") -> None:
         if self._busy < self.slots and not self._waiting:
             self._events.append(("admitted", label, priority, owner))
             self._take(owner)
             return
         waiter = _Waiter(level=level, priority=priority, owner=owner, arrival=next(self._arrivals),
-                         since=self._clock(), label=label,
+                         since=self._clock(), label=label, group=group,
                          granted=asyncio.get_running_loop().create_future())
         self._waiting.append(waiter)
+        self._depth_changed(group)
         self._events.append(("waiting", label, priority, owner))
         try:
             await waiter.granted
@@ -111,6 +119,7 @@ class RenderQueue:
                 self._admit()
             else:
                 self._waiting.remove(waiter)
+                self._depth_changed(waiter.group)
             raise
 
     def _admit(self) -> None:
@@ -120,6 +129,7 @@ class RenderQueue:
                                                        self._last_served.get(w.owner, -1),
                                                        w.arrival))
             self._waiting.remove(chosen)
+            self._depth_changed(chosen.group)
             self._events.append(("admitted", chosen.label, chosen.priority, chosen.owner))
             self._take(chosen.owner)
             chosen.granted.set_result(None)
@@ -131,6 +141,10 @@ class RenderQueue:
             # Forget owners long idle (the oldest turns); they rank as new, which is fair.
             for stale in sorted(self._last_served, key=self._last_served.get)[:EVENTS_KEPT]:
                 del self._last_served[stale]
+
+    def _depth_changed(self, group: str) -> None:
+        if self._on_depth is not None:
+            self._on_depth(group, sum(1 for waiter in self._waiting if waiter.group == group))
 
     @staticmethod
     def _check(slots: int, aging_s: float) -> None:

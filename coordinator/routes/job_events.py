@@ -29,6 +29,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from coordinator import eta
 from coordinator.db.models import Job
 from coordinator.auth import bearer_token
 from coordinator.deps import CurrentUser
@@ -49,10 +50,12 @@ KEEPALIVE_S = 15.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def progress_message(job: Job) -> dict[str, Any]:
-    """What both streams send about a job: the same progress model as ``GET /jobs/{id}``."""
-    progress = (JobProgress.model_validate(job.progress).model_dump(mode="json", by_alias=True)
-                if job.progress else None)
+def progress_message(job: Job, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What both streams send about a job: the same progress model as ``GET /jobs/{id}``,
+    with the fields worked out as it is served (``live``: queue position and estimate)."""
+    raw = {**(job.progress or {}), **live} if live else job.progress
+    progress = (JobProgress.model_validate(raw).model_dump(mode="json", by_alias=True)
+                if raw else None)
     return {"jobId": job.id, "status": job.status, "progress": progress,
             "stages": job_stages(job), "error": job.error, "errorCode": job.error_code,
             "updatedAt": as_utc(job.updated_at).isoformat().replace("+00:00", "Z")}
@@ -67,13 +70,15 @@ def event_id(job: Job) -> int:
 
 
 async def _polls(sessions: async_sessionmaker, job_id: str,
-                 stop: asyncio.Future | None = None) -> AsyncIterator[Job | None]:
-    """The job's row every ``POLL_INTERVAL_S`` (None once deleted), ending after a final
-    status or when ``stop`` is done."""
+                 stop: asyncio.Future | None = None
+                 ) -> AsyncIterator[tuple[Job | None, dict[str, Any] | None]]:
+    """The job's row and its live progress fields every ``POLL_INTERVAL_S`` (None once
+    deleted), ending after a final status or when ``stop`` is done."""
     while stop is None or not stop.done():
         async with sessions() as session:
             job = await session.get(Job, job_id)
-        yield job
+            live = (await eta.live_progress(session, [job])).get(job_id) if job else None
+        yield job, live
         if job is None or JobStatus(job.status) in TERMINAL:
             return
         if stop is None:
@@ -126,11 +131,11 @@ async def _drain(websocket: WebSocket) -> None:
 
 async def _stream(websocket: WebSocket, job_id: str, client_gone: asyncio.Task) -> None:
     last = None
-    async for job in _polls(websocket.app.state.sessionmaker, job_id, client_gone):
+    async for job, live in _polls(websocket.app.state.sessionmaker, job_id, client_gone):
         if job is None:  # deleted with its client or campaign
             await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason="Job deleted")
             return
-        message = progress_message(job)
+        message = progress_message(job, live)
         if message != last:
             await websocket.send_json(message)
             last = message
@@ -180,14 +185,14 @@ async def _sse(request: Request, job_id: str, after: int | None) -> AsyncIterato
     clock = asyncio.get_running_loop().time
     deadline = clock() + MAX_CONNECTION_S  # then the client reconnects with Last-Event-ID
     quiet_since = clock()
-    async for job in _polls(request.app.state.sessionmaker, job_id):
+    async for job, live in _polls(request.app.state.sessionmaker, job_id):
         if job is None or clock() > deadline:
             return
         if after is None or event_id(job) > after:
             after = event_id(job)
             quiet_since = clock()
             yield (f"id: {after}\nevent: progress\n"
-                   f"data: {json.dumps(progress_message(job))}\n\n")
+                   f"data: {json.dumps(progress_message(job, live))}\n\n")
         elif clock() - quiet_since >= KEEPALIVE_S:
             quiet_since = clock()
             yield ": keepalive\n\n"

@@ -161,3 +161,25 @@ async def test_limits_must_be_positive():
         RenderQueue(slots=0)
     with pytest.raises(ValueError):
         RenderQueue(aging_s=0)
+
+
+def test_queue_depth_is_reported_per_group_as_it_changes():
+    """What the renderers export as renderfarm_renderer_queue_depth{preset}."""
+    depths: list[tuple[str, int]] = []
+
+    async def scenario() -> None:
+        queue = RenderQueue(slots=1, on_depth=lambda group, waiting: depths.append((group, waiting)))
+        gate = asyncio.Event()
+
+        async def hold(group: str) -> None:
+            async with queue.turn(group=group):
+                await gate.wait()
+
+        tasks = [asyncio.create_task(hold(group)) for group in ("tiny", "tiny", "sd15")]
+        await asyncio.sleep(0)
+        assert depths == [("tiny", 1), ("sd15", 1)]  # the first took the slot at once
+        gate.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    assert depths[-2:] in ([("tiny", 0), ("sd15", 0)], [("sd15", 0), ("tiny", 0)])

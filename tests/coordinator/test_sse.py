@@ -69,6 +69,18 @@ def test_the_stream_follows_the_job_and_ends_after_its_final_status(alice, api):
     assert ids == sorted(set(ids))
 
 
+def test_streams_carry_the_queue_position_and_estimate_polling_shows(alice):
+    """One progress model: the live fields GET /jobs/{id} works out come on the stream too."""
+    job_id = start_job(alice)["id"]  # pending: its renders are all still to do
+    with alice.stream("GET", url(job_id)) as response:
+        first = next(events(response.iter_lines()))
+    polled = get_job(alice, job_id)["progress"]
+    assert polled["estimatedCompletionAt"] is not None
+    assert first["progress"]["queuePosition"] == polled["queuePosition"]
+    assert first["progress"]["estimatedCompletionAt"] is not None
+    alice.post(f"/api/v3/jobs/{job_id}/actions", json={"action": "cancel"})
+
+
 def test_a_reconnecting_client_gets_only_newer_states(alice, api):
     job_id = start_job(alice)["id"]
     advance_job(api.settings, job_id, "storyboard_ready")

@@ -60,16 +60,34 @@ def _stop_group(process: subprocess.Popen, grace_s: float = 60.0) -> int | None:
 def _ray_actor_pids(dashboard: str, class_fragment: str) -> list[int]:
     """PIDs of live actors whose class name contains ``class_fragment``, via Ray's state API
     over HTTP (with the cluster's auth token, which Ray keeps in ``~/.ray/auth_token``)."""
-    headers = {}
-    token_file = Path.home() / ".ray" / "auth_token"
-    if token_file.exists():
-        headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
     response = httpx.get(f"{dashboard}/api/v0/actors", params={"limit": 1000, "detail": "1"},
-                         headers=headers, timeout=30)
+                         headers=_ray_auth_headers(), timeout=30)
     response.raise_for_status()
     actors = response.json()["data"]["result"]["result"]
     return [actor["pid"] for actor in actors
             if class_fragment in actor.get("class_name", "") and actor.get("state") == "ALIVE"]
+
+
+def _ray_auth_headers() -> dict[str, str]:
+    token_file = Path.home() / ".ray" / "auth_token"
+    if token_file.exists():
+        return {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    return {}
+
+
+def _scrape_farm_metrics(dashboard: str, wanted: tuple[str, ...]) -> str | None:
+    """The metrics text of the cluster's Prometheus targets once every ``wanted`` pattern is
+    in it (Ray exports every few seconds), else None."""
+    targets = httpx.get(f"{dashboard}/api/prometheus/sd", headers=_ray_auth_headers(),
+                        timeout=10).json()
+    text = ""
+    for group in targets:
+        for target in group["targets"]:
+            try:
+                text += httpx.get(f"http://{target}/metrics", timeout=10).text
+            except httpx.HTTPError:
+                continue
+    return text if all(re.search(pattern, text) for pattern in wanted) else None
 
 
 def _rss_mb(pid: int) -> float:
@@ -135,6 +153,17 @@ def test_readme_run_command_and_whole_job_example(tmp_path):
         assert "libtorch" in _maps(renderer_pids[0])  # the check can see torch where it is
         print(f"Api replica RSS {_rss_mb(api_pids[0]):.0f} MB; "
               f"image renderer RSS {_rss_mb(renderer_pids[0]):.0f} MB")
+
+        # What an operator's Prometheus scrapes: the targets Ray's dashboard hands out for
+        # service discovery, and on them the farm's own metrics (Ray prefixes them "ray_").
+        wanted = (r'ray_renderfarm_images_rendered_total\{[^}]*preset="tiny"',
+                  r'ray_renderfarm_jobs\{[^}]*status="completed"[^}]*\} 1\.0',
+                  # 3 clips queue for the one clip pipeline, so its depth has been reported.
+                  r'ray_renderfarm_renderer_queue_depth\{[^}]*kind="clip"',
+                  r'ray_renderfarm_clip_seconds_count\{[^}]*preset="tiny"')
+        scraped = wait_until(lambda: _scrape_farm_metrics(dashboard, wanted), timeout=120,
+                             interval=2, what="the farm's metrics on Ray's Prometheus endpoint")
+        print(f"scraped {len(scraped)} bytes of metrics")
     finally:
         code = _stop_group(service)
         log.close()
