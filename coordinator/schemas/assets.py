@@ -7,7 +7,7 @@ from enum import Enum
 from pydantic import AnyUrl, Field, UrlConstraints
 from typing import Annotated
 
-from coordinator.schemas.common import CamelModel, Id, Name, RequestModel, ShortText, Timestamps
+from coordinator.schemas.common import Id, Name, RequestModel, ShortText, Timestamps
 
 
 class AssetType(str, Enum):

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import os
 from pathlib import Path

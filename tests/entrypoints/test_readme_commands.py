@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from actors.media_probe import probe_media

@@ -26,26 +26,6 @@ MEMORY_OPTIONS = {"attention_slicing": True, "vae_slicing": True, "vae_tiling": 
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
-def preset():
-    return get_preset("tiny")
-
-
-@pytest.fixture(scope="module")
-def image_model(preset, models_dir):
-    return load_image_model(preset, models_dir)
-
-
-@pytest.fixture(scope="module")
-def clip_model(preset, models_dir):
-    return load_clip_model(preset, models_dir)
-
-
-@pytest.fixture(scope="module")
 def keyframe():
     return PIL.Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8))
 

@@ -12,30 +12,10 @@ import torch
 
 from models import tiny
 from models.device import DEVICE_ENV, choose_device, choose_dtype
-from models.pipelines import check_preset, load_clip_model, load_image_model
+from models.pipelines import check_preset
 from models.presets import PresetError, get_preset, list_presets
 
 PROMPT = "a red sports car on a coastal road, advertising photo"
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
-def preset():
-    return get_preset("tiny")
-
-
-@pytest.fixture(scope="module")
-def image_model(preset, models_dir):
-    return load_image_model(preset, models_dir)
-
-
-@pytest.fixture(scope="module")
-def clip_model(preset, models_dir):
-    return load_clip_model(preset, models_dir)
 
 
 @pytest.fixture(scope="module")
