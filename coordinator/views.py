@@ -53,7 +53,7 @@ def dump_job(settings: Settings, store: ObjectStore, job: Job,
         thumbnail_url=artifact_url(settings, store, job, job.thumbnail_key, "thumbnail"),
         error=job.error, error_code=job.error_code, estimated_cost=job.estimated_cost,
         actual_cost=job.actual_cost, preset=job.preset, aspect_ratio=job.aspect_ratio,
-        priority=job.priority or "normal",
+        priority=job.priority or "normal", webhook_id=job.webhook_id,
         stages=job_stages(job), created_at=job.created_at, updated_at=job.updated_at)
     return view.model_dump(mode="json", by_alias=True)
 

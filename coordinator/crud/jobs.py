@@ -19,7 +19,7 @@ from coordinator.crud.assets import check_stored_image
 from coordinator.crud.campaigns import require_own_campaign, require_own_client
 from coordinator.crud.common import fetch_page
 from coordinator.db.base import utcnow
-from coordinator.db.models import Asset, Job, JobCreationLock, Scene
+from coordinator.db.models import Asset, Job, JobCreationLock, Scene, WebhookEndpoint
 from coordinator.deps import Page
 from coordinator.envelope import APIError
 from coordinator.job_states import (PROCESSING, TERMINAL, IllegalTransition, JobStatus,
@@ -70,6 +70,10 @@ async def validate_references(session: AsyncSession, owner: str, body: JobCreate
     if body.context.campaign_id:
         campaign = await require_own_campaign(session, body.context.campaign_id, owner,
                                               client_id=client.id)
+    if body.webhook_id and await session.scalar(select(WebhookEndpoint.id).where(
+            WebhookEndpoint.id == body.webhook_id, WebhookEndpoint.owner_id == owner)) is None:
+        raise APIError(400, f"webhookId: no webhook endpoint {body.webhook_id!r} among yours",
+                       "unknown_webhook")
     asset_id = body.advanced.product_image_asset_id
     if asset_id:
         asset = await session.scalar(select(Asset).where(Asset.id == asset_id,
@@ -121,7 +125,7 @@ async def create_job(*, session: AsyncSession, settings: Settings, store: Object
     job = Job(owner_id=owner, client_id=body.context.client_id, campaign_id=body.context.campaign_id,
               status=JobStatus.PENDING.value, brief=brief, advanced=advanced,
               preset=plan["preset"].name, aspect_ratio=body.advanced.aspect_ratio.value,
-              priority=body.priority.value,
+              priority=body.priority.value, webhook_id=body.webhook_id,
               seed=body.advanced.seed if body.advanced.seed is not None else random.randrange(2**31),
               progress=progress("queued", 0, "Waiting for a job actor"),
               estimated_cost=quote["estimatedCost"], cost_breakdown=quote["breakdown"],

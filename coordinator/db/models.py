@@ -8,7 +8,8 @@ from typing import Any
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text,
+                        UniqueConstraint, false)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from coordinator.db.base import Base, OwnedMixin, utcnow
@@ -87,6 +88,8 @@ class Job(OwnedMixin, Base):
     priority: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
     # The stage timeline: [{name, status, percent, startedAt, completedAt, error}].
     stages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # A webhook endpoint the job named: notified of this job's events (besides those by scope).
+    webhook_id: Mapped[str | None] = mapped_column(String(36))
 
 
 class Scene(OwnedMixin, Base):
@@ -166,6 +169,8 @@ class WebhookEndpoint(OwnedMixin, Base):
     # After a rotation the old secret also signs until it expires, so receivers can switch over.
     previous_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Only jobs that name this endpoint (``webhookId``) notify it, whatever their client.
+    jobs_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class WebhookDelivery(OwnedMixin, Base):

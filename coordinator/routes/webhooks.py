@@ -50,7 +50,8 @@ async def create_webhook(body: WebhookCreate, session: SessionDep, user: Current
     await resolve_target(body.url, settings.webhook_allow_networks)
     endpoint = await crud.create_endpoint(session=session, owner=user, url=body.url,
                                           client_id=body.client_id, events=list(body.events),
-                                          description=body.description)
+                                          description=body.description,
+                                          jobs_only=body.jobs_only)
     return ok(_out(endpoint, with_secret=True))
 
 

@@ -100,6 +100,8 @@ class JobCreate(RequestModel):
     creative: Creative
     advanced: AdvancedOptions = Field(default_factory=AdvancedOptions)
     priority: Priority = Priority.NORMAL
+    # One of your webhook endpoints (/api/v3/webhooks) to notify of this job's events.
+    webhook_id: Id | None = None
 
 
 class JobProgress(CamelModel):
@@ -153,6 +155,7 @@ class JobOut(CamelModel):
     preset: str
     aspect_ratio: str
     priority: str = Priority.NORMAL.value
+    webhook_id: str | None = None
     # The stage timeline (coordinator.stages), always all six stages in order.
     stages: list[StageOut] = Field(default_factory=list)
     created_at: UtcDatetime

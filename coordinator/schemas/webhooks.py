@@ -23,6 +23,8 @@ class WebhookCreate(RequestModel):
     client_id: Id | None = None
     events: EventList = Field(default_factory=lambda: list(EVENT_TYPES))
     description: LongText | None = None
+    # Only jobs that name this endpoint (their ``webhookId``) notify it.
+    jobs_only: bool = False
 
 
 class WebhookUpdate(PartialUpdate):
@@ -41,6 +43,7 @@ class WebhookOut(Timestamps):
     client_id: str | None = None
     events: list[str]
     description: str | None = None
+    jobs_only: bool = False
     # The signing secret (whsec_...): shown only when created and when rotated.
     secret: str | None = None
     # Until when the previous secret still signs too, after a rotation.

@@ -17,9 +17,11 @@ from coordinator.webhooks.signing import new_secret
 
 
 async def create_endpoint(*, session: AsyncSession, owner: str, url: str, client_id: str | None,
-                          events: list[str], description: str | None) -> WebhookEndpoint:
+                          events: list[str], description: str | None,
+                          jobs_only: bool = False) -> WebhookEndpoint:
     endpoint = WebhookEndpoint(owner_id=owner, url=url, client_id=client_id, events=events,
-                               description=description, secret=new_secret())
+                               description=description, jobs_only=jobs_only,
+                               secret=new_secret())
     session.add(endpoint)
     await session.commit()
     return endpoint

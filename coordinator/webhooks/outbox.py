@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import event, or_, select
+from sqlalchemy import event, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator.db.base import new_id, utcnow
@@ -43,9 +43,13 @@ async def stage_job_event(session: AsyncSession, job: Job, target: JobStatus,
     event_type = EVENT_FOR_STATUS.get(target)
     if event_type is None:
         return
+    # By scope (all the owner's jobs, or one client's), unless the endpoint waits to be named;
+    # and the endpoint the job itself named, if any.
+    by_scope = ~WebhookEndpoint.jobs_only & or_(WebhookEndpoint.client_id.is_(None),
+                                                WebhookEndpoint.client_id == job.client_id)
+    named = WebhookEndpoint.id == job.webhook_id if job.webhook_id else false()
     endpoints = (await session.scalars(select(WebhookEndpoint).where(
-        WebhookEndpoint.owner_id == job.owner_id,
-        or_(WebhookEndpoint.client_id.is_(None), WebhookEndpoint.client_id == job.client_id),
+        WebhookEndpoint.owner_id == job.owner_id, or_(by_scope, named),
     ))).all()
     wanted = [endpoint for endpoint in endpoints if event_type in endpoint.events]
     if not wanted:

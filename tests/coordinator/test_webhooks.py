@@ -237,3 +237,30 @@ def test_rotating_the_secret_changes_the_signature(api, alice, receiver):
     with pytest.raises(WebhookVerificationError):
         verify(hook["secret"], new_only)  # the new signature is not the old secret's
     assert verify(hook["secret"], request)
+
+
+def test_a_job_names_its_own_endpoint(api, alice, bob, receiver):
+    """An endpoint registered `jobsOnly` hears only from the jobs that name it (`webhookId`),
+    whatever their client; a job cannot name another user's endpoint."""
+    client = create_client(alice)
+    named = create_webhook(alice, receiver.url("/named"), jobsOnly=True,
+                           events=["job.completed"])
+    assert named["jobsOnly"] is True
+    quiet_job = start_job(alice, client["id"])  # names no endpoint
+    response = alice.post("/api/v3/jobs", json=job_body(client["id"]) | {"webhookId": named["id"]})
+    assert response.status_code == 201, response.text
+    loud_job = response.json()["data"]["id"]
+    assert alice.get(f"/api/v3/jobs/{loud_job}").json()["data"]["webhookId"] == named["id"]
+
+    advance_job(api.settings, quiet_job, "completed")
+    advance_job(api.settings, loud_job, "completed")
+    request = wait_until(lambda: receiver.received("/named"), what="the named job's event")[0]
+    assert verify(named["secret"], request)["data"]["jobId"] == loud_job
+    finished = wait_until(lambda: [d for d in deliveries(alice, named["id"])
+                                   if d["status"] == "succeeded"], what="the delivery record")
+    assert [d["jobId"] for d in finished] == [loud_job]  # nothing for the job that named none
+
+    bobs_client = create_client(bob)
+    refused = bob.post("/api/v3/jobs", json=job_body(bobs_client["id"]) | {"webhookId": named["id"]})
+    assert refused.status_code == 400 and refused.json()["code"] == "unknown_webhook"
+    assert bob.get("/api/v3/jobs").json()["meta"]["total"] == 0
