@@ -35,8 +35,10 @@ def test_storyboard_ready_with_a_rendered_image_per_scene(alice, farm):
     scenes = job["storyboard"]["scenes"]
     assert [s["scene_idx"] for s in scenes] == [0, 1, 2]
     # The whole job's progress: the storyboard is done, the video is not.
+    # Under review nothing renders: no queue position, no estimate.
     assert job["progress"] == {"stage": "storyboard_ready", "percent": 40.0, "currentStep": 2,
-                               "totalSteps": 5, "message": "Storyboard ready for review"}
+                               "totalSteps": 5, "message": "Storyboard ready for review",
+                               "queuePosition": None, "estimatedCompletionAt": None}
     width, height = get_preset("tiny").image_size["9:16"]
     images = set()
     for scene in scenes:

@@ -81,6 +81,8 @@ def snapshot(http: httpx.Client, settings, job_id: str) -> dict:
     for field in ("videoUrl", "thumbnailUrl"):  # a presigned URL is signed anew on every read
         if view[field]:
             view[field] = urlsplit(view[field])._replace(query="").geturl()
+    if view["progress"]:  # "now plus the work left": it moves with the clock, not the job
+        view["progress"].pop("estimatedCompletionAt", None)
     return {"view": view, "rows": database_rows(settings, job_id),
             "objects": job_object_keys(settings, job_id)}
 
