@@ -28,6 +28,8 @@ SUPERVISE_INTERVAL_S = 2.0
 SUPERVISE_CONCURRENCY = 8
 SUPERVISE_POKE_TIMEOUT_S = 15.0
 DEFAULT_PRESET_WAIT_S = 2.0
+# The jobs-by-state gauge counts the whole jobs table: every 5th round (10 s) is plenty.
+JOBS_GAUGE_EVERY = 5
 
 
 class RayJobRunner:
@@ -127,6 +129,15 @@ class RayJobRunner:
         for status in JobStatus:
             self._jobs_gauge.set(counts.get(status.value, 0), tags={"status": status.value})
 
+    async def _report_safely(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        # Apart from supervision: a metric that fails must not stop jobs being resumed.
+        try:
+            await self.report_jobs_by_status(sessions)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reporting jobs by status failed")
+
     async def supervise(self, sessions: async_sessionmaker[AsyncSession],
                         interval_s: float = SUPERVISE_INTERVAL_S) -> None:
         """Runs for the life of the API replica; on start-up this resumes orphaned jobs.
@@ -134,10 +145,13 @@ class RayJobRunner:
         ``SUPERVISE_POKE_TIMEOUT_S``; a job whose poke still runs is not poked again."""
         slots = asyncio.Semaphore(SUPERVISE_CONCURRENCY)
         running: dict[str, asyncio.Task] = {}
+        rounds = 0
         try:
             while True:
+                if rounds % JOBS_GAUGE_EVERY == 0:
+                    await self._report_safely(sessions)
+                rounds += 1
                 try:
-                    await self.report_jobs_by_status(sessions)
                     for job_id in await self.jobs_needing_an_actor(sessions):
                         if job_id not in running:
                             task = asyncio.create_task(self._supervised_poke(job_id, slots))

@@ -117,22 +117,24 @@ async def resolve_checked(host: str, port: int,
     return [address.split("%", 1)[0] for address in addresses]
 
 
-def _parse_url(url: str | httpx.URL) -> httpx.URL:
+def parse_http_url(url: str | httpx.URL, what: str = "URL") -> httpx.URL:
+    """The URL's form alone (no DNS): http(s), a host, a valid port, no credentials; the
+    fragment dropped. ``what`` names it in the messages (e.g. "webhook URL")."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
-        raise APIError(400, "The URL is not valid", "url_invalid") from None
+        raise APIError(400, f"The {what} is not valid", "url_invalid") from None
     if parsed.scheme not in ("http", "https"):
         shown = f"{parsed.scheme}:" if parsed.scheme else "no scheme"
-        raise APIError(400, f"Only http and https URLs can be imported (got {shown})",
+        raise APIError(400, f"The {what} must be http or https (got {shown})",
                        "url_scheme_not_allowed")
     if parsed.userinfo:
-        raise APIError(400, "URLs with a user name or password cannot be imported",
+        raise APIError(400, f"The {what} may not carry a user name or password",
                        "url_not_allowed")
     if not parsed.raw_host:
-        raise APIError(400, "The URL has no host", "url_invalid")
+        raise APIError(400, f"The {what} has no host", "url_invalid")
     if parsed.port is not None and not 0 < parsed.port < 65536:
-        raise APIError(400, "The URL's port is not valid", "url_invalid")
+        raise APIError(400, f"The {what}'s port is not valid", "url_invalid")
     return parsed.copy_with(fragment=None)
 
 
@@ -180,7 +182,7 @@ async def _send(client: httpx.AsyncClient, url: httpx.URL, addresses: list[str])
 
 async def _fetch(url: str, dest: BinaryIO, max_bytes: int, timeout_s: float, max_redirects: int,
                  trusted: tuple[IPNetwork, ...]) -> FetchResult:
-    current = _parse_url(url)
+    current = parse_http_url(url)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, _CONNECT_TIMEOUT_S))
     for _hop in range(max_redirects + 1):
         port = current.port or (443 if current.scheme == "https" else 80)
@@ -193,7 +195,7 @@ async def _fetch(url: str, dest: BinaryIO, max_bytes: int, timeout_s: float, max
                 location = response.headers.get("location")
                 if response.status_code in _REDIRECTS and location:
                     try:
-                        current = _parse_url(current.join(location))
+                        current = parse_http_url(current.join(location))
                     except httpx.InvalidURL:
                         raise APIError(400, "The URL redirected to an invalid URL",
                                        "url_fetch_failed") from None

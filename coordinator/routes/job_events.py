@@ -42,6 +42,7 @@ from coordinator.views import job_stages
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 POLL_INTERVAL_S = 0.5
+LIVE_REFRESH_S = 5.0
 
 
 MAX_CONNECTION_S = 3600  # a client watching longer reconnects (and is re-authenticated)
@@ -74,10 +75,17 @@ async def _polls(sessions: async_sessionmaker, job_id: str,
                  ) -> AsyncIterator[tuple[Job | None, dict[str, Any] | None]]:
     """The job's row and its live progress fields every ``POLL_INTERVAL_S`` (None once
     deleted), ending after a final status or when ``stop`` is done."""
+    live, live_at, live_status = None, None, None
+    clock = asyncio.get_running_loop().time
     while stop is None or not stop.done():
         async with sessions() as session:
             job = await session.get(Job, job_id)
-            live = (await eta.live_progress(session, [job])).get(job_id) if job else None
+            # The estimate reads the whole farm's queue: refreshed when the status moves and
+            # every LIVE_REFRESH_S, not on every poll of every stream.
+            if job is not None and (job.status != live_status or live_at is None
+                                    or clock() - live_at >= LIVE_REFRESH_S):
+                live = (await eta.live_progress(session, [job])).get(job_id)
+                live_at, live_status = clock(), job.status
         yield job, live
         if job is None or JobStatus(job.status) in TERMINAL:
             return

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from coordinator.envelope import APIError
-from coordinator.url_import import parse_networks, resolve_checked
+from coordinator.url_import import parse_http_url, parse_networks, resolve_checked
 
 MAX_URL_LENGTH = 2000
 
@@ -27,29 +27,11 @@ class Target:
     addresses: list[str]  # checked; connect to these, in order
 
 
-def parse_url(url: str) -> httpx.URL:
-    """The URL's form alone (no DNS): http(s), a host, no credentials."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        raise APIError(400, "The webhook URL is not valid", "url_invalid") from None
-    if parsed.scheme not in ("http", "https"):
-        raise APIError(400, "A webhook URL must be https", "url_scheme_not_allowed")
-    if parsed.userinfo:
-        raise APIError(400, "A webhook URL may not carry a user name or password",
-                       "url_not_allowed")
-    if not parsed.raw_host:
-        raise APIError(400, "The webhook URL has no host", "url_invalid")
-    if parsed.port is not None and not 0 < parsed.port < 65536:
-        raise APIError(400, "The webhook URL's port is not valid", "url_invalid")
-    return parsed.copy_with(fragment=None)
-
-
 async def resolve_target(url: str, allow_networks: Sequence[str]) -> Target:
     """Checks ``url`` and resolves its host, refusing with 400 ``url_not_allowed`` (a
     non-public address), ``url_scheme_not_allowed`` (http outside the trusted networks) or
     ``url_invalid`` (malformed, or the host does not resolve)."""
-    parsed = parse_url(url)
+    parsed = parse_http_url(url, "webhook URL")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     host = parsed.raw_host.decode("ascii")
     try:
