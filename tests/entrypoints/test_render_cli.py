@@ -60,7 +60,9 @@ def test_render_writes_the_ad_and_shows_each_stage(local_farm, tmp_path):
     shown = re.findall(r"^\[\s*([\d.]+)%\] (\w+):", finished.stderr, re.M)
     stages = [stage for _, stage in shown if stage in STEPS]
     assert stages == sorted(stages, key=STEPS.index), finished.stderr
-    assert {"image_generation", "compositing"} <= set(stages), finished.stderr
+    # The CLI polls every 0.5 s: a stage shorter than that (three tiny images take ~0.3 s) can
+    # fall between two polls, so only the long one is required; the order is checked above.
+    assert "clip_rendering" in stages, finished.stderr
     assert shown[-1] == ("100.0", "uploading"), finished.stderr
     info = probe_media(out)
     assert info.width < info.height  # the brief's 9:16
