@@ -26,6 +26,8 @@ class ClipPlan:
     duration_s: float
     transition: str
     caption: str
+    # How long the scene's voice-over line lasts (None: no voice); captions follow it.
+    voice_duration_s: float | None = None
 
 
 @dataclass(frozen=True)
