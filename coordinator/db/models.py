@@ -90,6 +90,8 @@ class Job(OwnedMixin, Base):
     stages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     # A webhook endpoint the job named: notified of this job's events (besides those by scope).
     webhook_id: Mapped[str | None] = mapped_column(String(36))
+    # The job's music bed (generated or copied from an asset), mixed under the voice-over.
+    music_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class Scene(OwnedMixin, Base):
@@ -115,6 +117,12 @@ class Scene(OwnedMixin, Base):
     image_version: Mapped[int | None] = mapped_column(Integer)
     clip_key: Mapped[str | None] = mapped_column(String(255))
     clip_version: Mapped[int | None] = mapped_column(Integer)
+    # The spoken line: its WAV, how long it lasts, and the scene version and sha256 of
+    # (text, language, voice) it was spoken from; an unchanged hash is never spoken again.
+    voice_key: Mapped[str | None] = mapped_column(String(255))
+    voice_duration_s: Mapped[float | None] = mapped_column(Float)
+    voice_version: Mapped[int | None] = mapped_column(Integer)
+    voice_text_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class RenderUsage(Base):
