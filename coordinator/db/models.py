@@ -92,6 +92,9 @@ class Job(OwnedMixin, Base):
     webhook_id: Mapped[str | None] = mapped_column(String(36))
     # The job's music bed (generated or copied from an asset), mixed under the voice-over.
     music_key: Mapped[str | None] = mapped_column(String(255))
+    # 0 for the first video; each revision of the completed job counts up, and its video and
+    # thumbnail are stored under new names, so the previous ones stay served until it lands.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Scene(OwnedMixin, Base):
