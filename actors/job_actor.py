@@ -27,7 +27,8 @@ from coordinator import pricing
 from coordinator.db.base import utcnow
 from coordinator.db.models import Job, Scene
 from coordinator.media import ImageLimits
-from coordinator.job_states import TERMINAL, IllegalTransition, JobStatus, SceneStatus
+from coordinator.job_states import (REVISION_REVIEW_MESSAGE, TERMINAL, IllegalTransition,
+                                     JobStatus, SceneStatus)
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
 from coordinator.planner import PlannedScene, PlannerError, plan_storyboard, replan_scene
 from coordinator.progress import REVIEW_PERCENT, STEPS, progress, step_percent
@@ -161,7 +162,8 @@ class JobActor:
                 return False
             await _all_at_once(self._regenerate(job, scene) for scene in pending)
             await self.jobs.set_progress(progress("storyboard_ready", REVIEW_PERCENT,
-                                                  "Storyboard ready for review"))
+                                                  REVISION_REVIEW_MESSAGE if job.video_key
+                                                  else "Storyboard ready for review"))
         elif status == JobStatus.VIDEO_PROCESSING:
             await self._make_video(job)
         return True
@@ -324,6 +326,10 @@ class JobActor:
         if not stored:
             await self._store(self.objects.delete, key)
             raise steps.JobEnded(job.id)
+        if scene.clip_key and scene.clip_key != key:
+            # The clip of an earlier version (a revision): the video that used it is a file
+            # of its own, so nothing needs it any more.
+            await self._store(self.objects.delete, scene.clip_key)
 
     async def _composite_and_deliver(self, job: Job) -> None:
         scenes = await self.jobs.scenes()
@@ -356,7 +362,10 @@ class JobActor:
                                      cost=pricing.composite_cost(self.settings, output.seconds))
         await self.jobs.set_progress(progress("uploading", step_percent("uploading", 0, 1),
                                               "Uploading the video"))
-        keys = (steps.video_key(job.id), steps.thumbnail_key(job.id))
+        # A revision's video goes under new names: the previous one (still ``job``'s keys)
+        # stays served until the row names the new one, and is deleted only then.
+        keys = (steps.video_key(job.id, job.revision), steps.thumbnail_key(job.id, job.revision))
+        replaced = [key for key in (job.video_key, job.thumbnail_key) if key and key not in keys]
         await self._store(self.objects.put_bytes, keys[0], output.video_mp4, "video/mp4")
         await self._store(self.objects.put_bytes, keys[1], output.thumbnail_jpg, "image/jpeg")
         try:
@@ -366,10 +375,13 @@ class JobActor:
                 actual_cost=await self.jobs.actual_cost(),
                 progress=progress("uploading", 100, "Video ready"))
         except IllegalTransition:
-            # Cancelled while uploading: a cancelled job keeps no final video.
+            # Cancelled while uploading: a cancelled job keeps no final video, a cancelled
+            # revision the previous one (the row still names it).
             for key in keys:
                 await self._store(self.objects.delete, key)
             raise
+        for key in replaced:
+            await self._store(self.objects.delete, key)
 
 
 async def _all_at_once(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:

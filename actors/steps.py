@@ -59,12 +59,18 @@ def scene_clip_key(job_id: str, scene_id: str, version: int) -> str:
     return f"jobs/{job_id}/scenes/{scene_id}/clip-v{version}.mp4"
 
 
-def video_key(job_id: str) -> str:
-    return f"jobs/{job_id}/video.mp4"
+def video_key(job_id: str, revision: int = 0) -> str:
+    """Each revision of a completed job is delivered under a name of its own, so the video it
+    replaces stays served (and intact) until the new one lands."""
+    return f"jobs/{job_id}/video{_revision_suffix(revision)}.mp4"
 
 
-def thumbnail_key(job_id: str) -> str:
-    return f"jobs/{job_id}/thumbnail.jpg"
+def thumbnail_key(job_id: str, revision: int = 0) -> str:
+    return f"jobs/{job_id}/thumbnail{_revision_suffix(revision)}.jpg"
+
+
+def _revision_suffix(revision: int) -> str:
+    return f"-r{revision}" if revision else ""
 
 
 def scene_seed(job_seed: int, scene_id: str, version: int) -> int:

@@ -57,6 +57,20 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 RETRY: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: frozenset({JobStatus.STORYBOARD_PROCESSING, JobStatus.VIDEO_PROCESSING}),
 }
+# A completed job is revised: the owner's edit, deletion or regeneration of one of its scenes
+# reopens it for review (its video still served), and a cancel in review abandons the revision,
+# back to completed with that video (a cancel while the revision renders takes the ordinary
+# video_processing -> completed move). Only those requests may take these moves.
+REVISION: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.COMPLETED: frozenset({JobStatus.STORYBOARD_READY}),
+    JobStatus.STORYBOARD_READY: frozenset({JobStatus.COMPLETED}),
+}
+# What the job's progress says while a revision is under way (its status is the ordinary one;
+# ``videoUrl`` still names the previous video).
+REVISION_NOTE = "the previous video is served until the new one is ready"
+REVISION_REVIEW_MESSAGE = f"Revising the video: edit or regenerate scenes, then approve; {REVISION_NOTE}"
+REVISION_RENDER_MESSAGE = f"Revision approved; rendering the changed scenes; {REVISION_NOTE}"
+REVISION_CANCELLED_MESSAGE = "Revision cancelled; the previous video is kept"
 
 
 class IllegalTransition(APIError):
@@ -66,28 +80,35 @@ class IllegalTransition(APIError):
         self.current = current
 
 
-def can_transition(current: str, target: JobStatus, *, retry: bool = False) -> bool:
+def can_transition(current: str, target: JobStatus, *, retry: bool = False,
+                   revise: bool = False) -> bool:
     status = JobStatus(current)
-    return target in ALLOWED[status] or (retry and target in RETRY.get(status, frozenset()))
+    return (target in ALLOWED[status]
+            or (retry and target in RETRY.get(status, frozenset()))
+            or (revise and target in REVISION.get(status, frozenset())))
 
 
 async def transition(session: AsyncSession, job: Job, target: JobStatus, *,
-                     action: str | None = None, retry: bool = False, **changes: object) -> Job:
+                     action: str | None = None, retry: bool = False, revise: bool = False,
+                     commit: bool = True, **changes: object) -> Job:
     """Move ``job`` to ``target`` or raise 409. The UPDATE is conditional on the status we
     read, so two racing callers (API and actor) cannot both win; the loser gets the 409.
-    ``retry`` also allows the moves of ``RETRY`` (the owner's retry action only)."""
+    ``retry`` also allows the moves of ``RETRY`` (the owner's retry action only), ``revise``
+    those of ``REVISION``. Without ``commit`` the caller's transaction (and the row lock it
+    holds) goes on; the caller commits."""
     values = {"status": target.value, "updated_at": utcnow(), **changes}
     if target == JobStatus.COMPLETED:
         values.setdefault("completed_at", utcnow())
     for _attempt in range(2):
         current = job.status
-        if not can_transition(current, target, retry=retry):
+        if not can_transition(current, target, retry=retry, revise=revise):
             raise IllegalTransition(current, target, action)
         result = await session.execute(
             update(Job).where(Job.id == job.id, Job.status == current).values(**values)
             .execution_options(synchronize_session=False))
         if result.rowcount == 1:
-            await session.commit()
+            if commit:
+                await session.commit()
             await session.refresh(job)
             return job
         # The job moved between our read and our write; judge again from where it is now

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from coordinator.db.models import Job, Scene
-from coordinator.job_states import JobStatus
 from coordinator.schemas.jobs import JobOut, SceneOut, Storyboard
 from coordinator.settings import Settings
 from coordinator.stages import fold
@@ -34,11 +34,22 @@ def dump_scene(settings: Settings, scene: Scene) -> dict[str, Any]:
 
 def artifact_url(settings: Settings, store: ObjectStore, job: Job, key: str | None,
                  route: str) -> str | None:
-    """A presigned S3 URL (short expiry) when objects live in S3, else this API's route."""
-    if job.status != JobStatus.COMPLETED.value or not key:
+    """A presigned S3 URL (short expiry) when objects live in S3, else this API's route. Set
+    once the job first completed, and kept through a revision (the previous video is served
+    until the revised one lands)."""
+    if not key:
         return None
     presigned = store.presigned_url(key, settings.s3_presign_expiry_seconds)
-    return presigned or f"{settings.public_base_url}/api/v3/jobs/{job.id}/{route}"
+    if presigned:
+        return presigned
+    url = f"{settings.public_base_url}/api/v3/jobs/{job.id}/{route}"
+    # A revision's file has a name of its own (video-r2.mp4); naming it in the URL keeps a
+    # browser from playing its cached copy of the previous one.
+    revision = _REVISION_IN_KEY.search(key)
+    return f"{url}?r={revision.group(1)}" if revision else url
+
+
+_REVISION_IN_KEY = re.compile(r"-r(\d+)\.\w+$")
 
 
 def dump_job(settings: Settings, store: ObjectStore, job: Job,

@@ -22,10 +22,12 @@ from coordinator.db.base import utcnow
 from coordinator.db.models import Asset, Job, JobCreationLock, Scene, WebhookEndpoint
 from coordinator.deps import Page
 from coordinator.envelope import APIError
-from coordinator.job_states import (PROCESSING, TERMINAL, IllegalTransition, JobStatus,
-                                     SceneStatus, transition)
+from coordinator.job_states import (PROCESSING, REVISION_CANCELLED_MESSAGE, REVISION_NOTE,
+                                     REVISION_RENDER_MESSAGE, REVISION_REVIEW_MESSAGE, TERMINAL,
+                                     IllegalTransition, JobStatus, SceneStatus, transition)
 from coordinator.media import ImageLimits
 from coordinator.progress import REVIEW_PERCENT, progress
+from coordinator.stages import STAGES, fold
 from coordinator.schemas.jobs import CTA_CARD_SECONDS, AdvancedOptions, JobCreate, SceneUpdate
 from coordinator.settings import Settings
 from coordinator.storage import ObjectStore
@@ -213,13 +215,16 @@ async def lock_job(session: AsyncSession, job_id: str) -> Job:
 
 
 async def _lock_scene(session: AsyncSession, job: Job, scene: Scene, action: str) -> tuple[Job, Scene]:
-    """The locked job, required to be under review, and the scene, required to be idle."""
+    """The locked job, required to be under review, and the scene, required to be idle. A
+    completed job is reopened for review as its next revision, in this same transaction: the
+    change that asked for it and the reopening commit together or not at all."""
     job = await lock_job(session, job.id)
-    if job.status != JobStatus.STORYBOARD_READY.value:
+    if job.status not in (JobStatus.STORYBOARD_READY.value, JobStatus.COMPLETED.value):
         status = job.status  # rows expire on rollback; keep what the message needs
         await session.rollback()
         raise APIError(409, f"Cannot {action}: the job is {status}; scenes can be changed "
-                       "only while the storyboard is ready for review", "illegal_state")
+                       "only while the storyboard is ready for review or once the video is "
+                       "completed", "illegal_state")
     scene = await session.scalar(select(Scene).where(Scene.id == scene.id)
                                  .execution_options(populate_existing=True))
     if scene is None:
@@ -230,7 +235,29 @@ async def _lock_scene(session: AsyncSession, job: Job, scene: Scene, action: str
         await session.rollback()
         raise APIError(409, f"Cannot {action}: scene {scene_idx} is being regenerated",
                        "scene_busy")
+    if job.status == JobStatus.COMPLETED.value:
+        job = await _reopen_for_revision(session, job, action)
     return job, scene
+
+
+async def _reopen_for_revision(session: AsyncSession, job: Job, action: str) -> Job:
+    """Moves a completed job back to review as revision ``revision + 1``, without committing.
+    Its video, thumbnail, duration and delivery time stay: they are served until the revision's
+    video lands under new names (``actors.steps.video_key``)."""
+    review = progress("storyboard_ready", REVIEW_PERCENT, REVISION_REVIEW_MESSAGE)
+    return await transition(session, job, JobStatus.STORYBOARD_READY, action=action, revise=True,
+                            commit=False, revision=(job.revision or 0) + 1, approved_at=None,
+                            progress=review, stages=_revision_timeline(job.stages, review))
+
+
+def _revision_timeline(stages: list[dict[str, Any]] | None,
+                       review: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stage timeline of a reopened job: review running again, and the stages after it
+    (clips, compositing, upload) to do again; the storyboard and images stay done."""
+    timeline = fold(stages, at=utcnow(), progress=review)
+    for entry in timeline[STAGES.index("review") + 1:]:
+        entry.update(status="pending", percent=0.0, startedAt=None, completedAt=None, error=None)
+    return timeline
 
 
 async def approve_job(*, session: AsyncSession, job: Job) -> Job:
@@ -247,15 +274,20 @@ async def approve_job(*, session: AsyncSession, job: Job) -> Job:
         if problem:
             await session.rollback()
             raise problem
+    message = REVISION_RENDER_MESSAGE if job.video_key else "Storyboard approved; rendering clips"
     return await transition(session, job, JobStatus.VIDEO_PROCESSING, action="approve",
-                            approved_at=utcnow(),
-                            progress=progress("clip_rendering", 0, "Storyboard approved; rendering clips"))
+                            approved_at=utcnow(), progress=progress("clip_rendering", 0, message))
 
 
 async def cancel_job(*, session: AsyncSession, job: Job) -> Job:
     """Cancels the job and, in the same transaction, ends any scene regeneration it had
     asked for: no actor will finish it, and a scene left ``regenerating`` would look busy
-    for good."""
+    for good.
+
+    Cancelling a revision (a job that has delivered a video: it is in review or rendering
+    again) abandons the revision, not the job: it goes back to ``completed`` with the video it
+    had, which was never replaced. Scenes keep their edits and any image or clip rendered
+    meanwhile, so a later revision renders only what still differs."""
     job = await lock_job(session, job.id)
     if JobStatus(job.status) in TERMINAL:
         status = job.status
@@ -268,6 +300,10 @@ async def cancel_job(*, session: AsyncSession, job: Job) -> Job:
                     else_=SceneStatus.PENDING.value),
         regenerate_feedback=None, updated_at=utcnow()).execution_options(synchronize_session=False))
     # ``transition`` commits the scenes with the status; the job lock means it cannot miss.
+    if job.video_key:
+        return await transition(session, job, JobStatus.COMPLETED, action="cancel", revise=True,
+                                completed_at=job.completed_at,  # when that video was delivered
+                                progress=progress("uploading", 100, REVISION_CANCELLED_MESSAGE))
     return await transition(session, job, JobStatus.CANCELLED, action="cancel",
                             progress=progress("cancelled", job_percent(job), "Cancelled"))
 
@@ -310,8 +346,10 @@ async def request_regeneration(*, session: AsyncSession, job: Job, scene: Scene,
     scene.status = SceneStatus.REGENERATING.value
     scene.regenerate_feedback = feedback or None
     scene.error = None
-    job.progress = progress("regenerating_scene", REVIEW_PERCENT,
-                            f"Regenerating scene {scene.scene_idx}")
+    message = f"Regenerating scene {scene.scene_idx}"
+    if job.video_key:  # a revision
+        message += f"; {REVISION_NOTE}"
+    job.progress = progress("regenerating_scene", REVIEW_PERCENT, message)
     await session.commit()
     return scene
 

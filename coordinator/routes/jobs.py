@@ -72,9 +72,10 @@ async def get_job(job: OwnedJob, session: SessionDep, settings: SettingsDep, sto
 @router.post("/{job_id}/actions", response_model=Envelope[ActionResult])
 async def job_action(body: JobActionRequest, job: OwnedJob, session: SessionDep,
                      runner: JobRunnerDep, settings: SettingsDep):
-    """``approve`` (storyboard_ready → video_processing), ``cancel`` (any unfinished state),
-    ``regenerate_scene`` with ``payload: {sceneIdx, feedback?}``, or ``retry`` (failed → the
-    step that failed, keeping finished work). Not allowed now → 409."""
+    """``approve`` (storyboard_ready → video_processing), ``cancel`` (any unfinished state;
+    a revision goes back to completed with its previous video), ``regenerate_scene`` with
+    ``payload: {sceneIdx, feedback?}`` (under review, or on a completed job: a revision), or
+    ``retry`` (failed → the step that failed, keeping finished work). Not allowed now → 409."""
     if body.action == "approve":
         job = await crud.approve_job(session=session, job=job)
         await runner.poke(job.id)
@@ -95,7 +96,8 @@ async def job_action(body: JobActionRequest, job: OwnedJob, session: SessionDep,
         raise APIError(400, f"Invalid request: payload.{field}: {first['msg']}",
                        "validation_error") from None
     scenes = await crud.scenes_of(session, job.id)
-    if job.status == JobStatus.STORYBOARD_READY.value and payload.scene_idx >= len(scenes):
+    editable = (JobStatus.STORYBOARD_READY.value, JobStatus.COMPLETED.value)
+    if job.status in editable and payload.scene_idx >= len(scenes):
         raise APIError(400, f"payload.sceneIdx: the storyboard has {len(scenes)} scenes",
                        "validation_error")
     scene = scenes[payload.scene_idx] if payload.scene_idx < len(scenes) else None
@@ -107,32 +109,44 @@ async def job_action(body: JobActionRequest, job: OwnedJob, session: SessionDep,
                "updatedSceneIdx": payload.scene_idx})
 
 
-def _require_completed(job) -> None:  # noqa: ANN001
-    if job.status != JobStatus.COMPLETED.value:
+def _require_delivered(job) -> None:  # noqa: ANN001
+    """A video exists once the job first completed; a revision (back in review or rendering,
+    or failed) keeps serving it until the revised video replaces it."""
+    if not job.video_key:
         raise APIError(409, f"The video is not ready: the job is {job.status}", "video_not_ready")
+
+
+def _etag(key: str) -> str:
+    # From the object's name ("<job>-video", "<job>-video-r2"): each revision is a file of its
+    # own, so a cache never answers with the one it replaced.
+    job_id, name = key.split("/")[-2:]
+    return f"{job_id}-{name.rsplit('.', 1)[0]}"
 
 
 @router.get("/{job_id}/video")
 @router.head("/{job_id}/video", include_in_schema=False)
 async def job_video(job: OwnedJob, request: Request, store: StoreDep):
-    """The finished MP4 (HTTP Range supported). 409 until the job is completed."""
-    _require_completed(job)
+    """The delivered MP4 (HTTP Range supported); during a revision, the previous one. 409
+    until the job first completes."""
+    _require_delivered(job)
     return await serve_object(request, store, job.video_key, content_type="video/mp4",
-                              etag=f"{job.id}-video", filename=f"{job.id}.mp4")
+                              etag=_etag(job.video_key), filename=f"{job.id}.mp4")
 
 
 @router.get("/{job_id}/thumbnail")
 @router.head("/{job_id}/thumbnail", include_in_schema=False)
 async def job_thumbnail(job: OwnedJob, request: Request, store: StoreDep):
-    """A JPEG frame of the finished video. 409 until the job is completed."""
-    _require_completed(job)
+    """A JPEG frame of the delivered video (during a revision, of the previous one). 409
+    until the job first completes."""
+    _require_delivered(job)
     return await serve_object(request, store, job.thumbnail_key, content_type="image/jpeg",
-                              etag=f"{job.id}-thumbnail")
+                              etag=_etag(job.thumbnail_key))
 
 
 @router.get("/{job_id}/metadata", response_model=Envelope[VideoMetadata])
 async def job_video_metadata(job: OwnedJob, store: StoreDep):
     """Duration, size, frame rate, codecs, format, file size and delivery time of the
-    finished video (``coordinator.video_metadata``). 409 until the job is completed."""
-    _require_completed(job)
+    delivered video (``coordinator.video_metadata``); during a revision, of the previous one.
+    409 until the job first completes."""
+    _require_delivered(job)
     return ok(await video_metadata(store, job))

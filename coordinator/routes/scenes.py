@@ -30,15 +30,17 @@ async def get_scene(scene: OwnedScene, settings: SettingsDep):
 @router.put("/{scene_id}", response_model=Envelope[SceneOut])
 async def update_scene(body: SceneUpdate, job: OwnedJob, scene: OwnedScene, session: SessionDep,
                        settings: SettingsDep):
-    """Edits text, shot, transition or duration while the storyboard is under review (else 409).
-    The image is not re-rendered; regenerate the scene for that."""
+    """Edits text, shot, transition or duration while the storyboard is under review, or on a
+    completed job, which that reopens for review as a revision (else 409). The image is not
+    re-rendered; regenerate the scene for that."""
     scene = await crud.update_scene(session=session, job=job, scene=scene, data=body)
     return ok(dump_scene(settings, scene))
 
 
 @router.delete("/{scene_id}", response_model=Envelope[Message])
 async def delete_scene(job: OwnedJob, scene: OwnedScene, session: SessionDep, store: StoreDep):
-    """Removes the scene; later scenes move up one ``scene_idx``."""
+    """Removes the scene; later scenes move up one ``scene_idx``. On a completed job this
+    starts a revision, as an edit does."""
     keys = await crud.delete_scene(session=session, job=job, scene=scene)
     await delete_objects(store, keys)
     return ok({"message": "Scene deleted successfully"})
@@ -49,7 +51,8 @@ async def regenerate_scene(job: OwnedJob, scene: OwnedScene, session: SessionDep
                            settings: SettingsDep, runner: JobRunnerDep,
                            body: RegenerateRequest | None = None):
     """Re-plans this scene (with the optional ``feedback``) and re-renders its image alone; its
-    ``version`` goes up when the new image lands. Poll the job or scene to see it."""
+    ``version`` goes up when the new image lands. Poll the job or scene to see it. On a
+    completed job this starts a revision, as an edit does."""
     scene = await crud.request_regeneration(session=session, job=job, scene=scene,
                                             feedback=body.feedback if body else None)
     await runner.poke(job.id)

@@ -1,7 +1,9 @@
 """The job state machine from every state: each action (approve, cancel, regenerate_scene) and
 each scene route (edit, delete, regenerate) either makes its allowed change or answers 409
-``illegal_state`` and leaves every stored thing as it was. Jobs are put into each state through
-the job actor's own database writes (``tests.jobs_helpers.advance_job``), without Ray."""
+``illegal_state`` and leaves every stored thing as it was. A change to a completed job's scenes
+reopens it for review as a revision, its video still served; cancelling the revision brings it
+back to completed with that video. Jobs are put into each state through the job actor's own
+database writes (``tests.jobs_helpers.advance_job``), without Ray."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import httpx
 import pytest
 
 from actors.job_store import JobStore
-from coordinator.job_states import ALLOWED, TERMINAL, IllegalTransition, JobStatus
+from coordinator.job_states import (ALLOWED, REVISION, REVISION_CANCELLED_MESSAGE,
+                                     REVISION_NOTE, REVISION_REVIEW_MESSAGE, TERMINAL,
+                                     IllegalTransition, JobStatus)
 from tests.conftest import create_client
 from tests.jobs_helpers import advance_job, database_rows, job_body, job_object_keys
 
@@ -29,6 +33,9 @@ TRANSITIONS = {
     S.FAILED: set(),
     S.CANCELLED: set(),
 }
+# The moves only a revision makes: a scene change reopens a completed job, a cancel under
+# review abandons the revision (while it renders, cancel takes video_processing -> completed).
+REVISION_MOVES = {S.COMPLETED: {S.STORYBOARD_READY}, S.STORYBOARD_READY: {S.COMPLETED}}
 
 # What a person may ask of a job in each state; every other request is a 409.
 REVIEW = {"regenerate_scene", "edit_scene", "delete_scene", "regenerate_scene_route"}
@@ -37,7 +44,7 @@ ALLOWED_REQUESTS = {
     S.STORYBOARD_PROCESSING: {"cancel"},
     S.STORYBOARD_READY: {"approve", "cancel"} | REVIEW,
     S.VIDEO_PROCESSING: {"cancel"},
-    S.COMPLETED: set(),
+    S.COMPLETED: REVIEW,  # starts a revision
     S.FAILED: set(),
     S.CANCELLED: set(),
 }
@@ -98,13 +105,17 @@ def check_allowed_effect(name: str, status: JobStatus, before: dict, after: dict
         if name == "approve":
             assert job_after["approved_at"] is not None and job_before["approved_at"] is None
         return
-    assert job_after["status"] == status.value
+    if status == S.COMPLETED:
+        check_revision_opened(before, after, name)
+    else:
+        assert job_after["status"] == status.value
     first_before, first_after = scenes_before[0], scenes_after[0] if scenes_after else None
     if name == "delete_scene":
         assert [s["id"] for s in scenes_after] == [s["id"] for s in scenes_before[1:]]
         assert [s["scene_idx"] for s in scenes_after] == list(range(len(scenes_after)))
-        assert first_before["image_key"] not in after["objects"]
-        assert after["objects"] == before["objects"] - {first_before["image_key"]}
+        deleted = {first_before["image_key"], first_before["clip_key"]} - {None}
+        assert not deleted & after["objects"]
+        assert after["objects"] == before["objects"] - deleted
         return
     assert first_after["id"] == first_before["id"]
     assert scenes_after[1:] == scenes_before[1:]
@@ -116,8 +127,32 @@ def check_allowed_effect(name: str, status: JobStatus, before: dict, after: dict
         assert first_after["image_key"] == first_before["image_key"]  # the new one comes later
 
 
+def check_revision_opened(before: dict, after: dict, name: str) -> None:
+    """A completed job reopened for review: the next revision, the delivered video (row, object,
+    URL) untouched, and the progress saying a revision is under way."""
+    job_before, job_after = before["rows"]["job"][0], after["rows"]["job"][0]
+    assert job_after["status"] == after["view"]["status"] == S.STORYBOARD_READY.value
+    assert (job_before["revision"], job_after["revision"]) == (0, 1)
+    for column in ("video_key", "thumbnail_key", "completed_at", "video_duration_s"):
+        assert job_after[column] == job_before[column], column
+    assert job_after["approved_at"] is None  # the revision waits for its own approval
+    assert job_before["video_key"] in after["objects"]
+    assert after["view"]["videoUrl"] == before["view"]["videoUrl"] is not None
+    assert REVISION_NOTE in after["view"]["progress"]["message"]
+    if name.startswith("regenerate"):
+        assert after["view"]["progress"]["stage"] == "regenerating_scene"
+    else:
+        assert after["view"]["progress"]["message"] == REVISION_REVIEW_MESSAGE
+    # Review runs again and what follows it is to do again; the storyboard and images stand.
+    stages = [(stage["name"], stage["status"]) for stage in after["view"]["stages"]]
+    assert stages[:2] == [(stage["name"], stage["status"]) for stage in before["view"]["stages"][:2]]
+    assert stages[2:] == [("review", "running"), ("clips", "pending"), ("compositing", "pending"),
+                          ("upload", "pending")]
+
+
 def test_job_states_table_is_the_contract():
     assert set(ALLOWED) == set(JobStatus) == set(TRANSITIONS) == set(ALLOWED_REQUESTS)
+    assert {status: set(moves) for status, moves in REVISION.items()} == REVISION_MOVES
     for status in JobStatus:
         assert ALLOWED[status] == TRANSITIONS[status], status
         assert (status in TERMINAL) == (not ALLOWED[status]), status
@@ -181,3 +216,47 @@ def test_every_request_in_every_state(alice, api, status):
         after = snapshot(alice, api.settings, job_id)
         check_allowed_effect(name, status, before, after, response.json()["data"])
 
+
+
+@pytest.mark.parametrize("approved", [False, True], ids=["in_review", "rendering"])
+def test_cancelling_a_revision_keeps_the_previous_video(alice, api, approved):
+    """A revision abandoned under review or while it renders: the job is completed again with
+    the video, thumbnail, duration and delivery time it had, still downloadable; the scene keeps
+    its edit. Another user cannot start a revision (404, nothing changed)."""
+    job_id = job_in(alice, api.settings, create_client(alice)["id"], S.COMPLETED)
+    delivered = snapshot(alice, api.settings, job_id)
+    video = alice.get(f"/api/v3/jobs/{job_id}/video")
+    metadata = alice.get(f"/api/v3/jobs/{job_id}/metadata").json()["data"]
+    assert video.status_code == 200 and metadata["jobId"] == job_id
+    scene_id = delivered["view"]["storyboard"]["scenes"][0]["id"]
+
+    with api.client(f"other-{uuid.uuid4().hex[:8]}") as other:
+        for name in sorted(REVIEW):
+            response = send(other, name, job_id, scene_id)
+            assert response.status_code == 404, (name, response.text)
+    assert snapshot(alice, api.settings, job_id) == delivered
+
+    assert send(alice, "edit_scene", job_id, scene_id).status_code == 200
+    if approved:
+        approve = send(alice, "approve", job_id, None)
+        assert approve.status_code == 200 and approve.json()["data"]["status"] == "video_processing"
+    during = alice.get(f"/api/v3/jobs/{job_id}/video")
+    assert during.status_code == 200 and during.content == video.content
+    assert alice.get(f"/api/v3/jobs/{job_id}/metadata").json()["data"] == metadata
+
+    cancelled = send(alice, "cancel", job_id, None)
+    assert cancelled.status_code == 200 and cancelled.json()["data"]["status"] == "completed"
+    after = snapshot(alice, api.settings, job_id)
+    job_before, job_after = delivered["rows"]["job"][0], after["rows"]["job"][0]
+    assert job_after["status"] == after["view"]["status"] == "completed"
+    for column in ("video_key", "thumbnail_key", "completed_at", "video_duration_s"):
+        assert job_after[column] == job_before[column], column
+    assert after["view"]["videoUrl"] == delivered["view"]["videoUrl"]
+    assert after["view"]["progress"]["message"] == REVISION_CANCELLED_MESSAGE
+    assert after["objects"] == delivered["objects"]
+    assert after["rows"]["scenes"][0]["script"] == NEW_SCRIPT
+    assert alice.get(f"/api/v3/jobs/{job_id}/video").content == video.content
+    # Abandoned, not pending: approving again or cancelling again is refused.
+    for name in ("approve", "cancel"):
+        response = send(alice, name, job_id, None)
+        assert response.status_code == 409 and response.json()["code"] == "illegal_state"
