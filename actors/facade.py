@@ -1,7 +1,11 @@
 """The small facade the API uses to reach the render side: make sure a job's actor exists and
 looks at its job (``poke``), stop it (``cancel``), and a supervisor loop that keeps every
 unfinished job driven by a live actor (after a crash, a restart of the service, or a race with
-an actor that was just ending itself)."""
+an actor that was just ending itself).
+
+A job's actor is a warm host (``actors.job_actor``): this replica keeps
+``renderfarm_warm_job_hosts`` of them started and idle, hands one to each job that needs an
+actor, and starts a replacement in the background, so no job waits for a worker process."""
 
 from __future__ import annotations
 
@@ -14,9 +18,13 @@ from ray.util import metrics
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from actors.job_actor import ACTOR_NAMESPACE, JobActor, actor_name
+from actors import job_registry
+from actors import steps
+from actors.job_actor import ACTOR_NAMESPACE, JobActor, host_name, legacy_actor_name
+from actors.messages import ImageRequest, ImageResult
 from actors.placement import Placement
 from coordinator.db.models import Job, Scene
+from coordinator.envelope import APIError
 from coordinator.job_states import PROCESSING, JobStatus, SceneStatus
 from coordinator.settings import Settings
 from models.presets import GPU_PRESET
@@ -39,6 +47,8 @@ class RayJobRunner:
         self.clips = clips
         self.placement = placement
         self._pokes: set[asyncio.Task] = set()  # strong references until they finish
+        self._idle_hosts: list[Any] = []  # started job hosts no job has taken yet
+        self._filling: asyncio.Task | None = None
         self._default_preset: str | None = None
         self._jobs_gauge: Any = None
 
@@ -55,20 +65,73 @@ class RayJobRunner:
                 return GPU_PRESET if self.placement.render_gpus > 0 else None
         return self._default_preset
 
-    def _actor(self, job_id: str):  # noqa: ANN202
+    def _registered(self, job_id: str) -> Any | None:
+        """The live actor driving the job (its registered host, or an actor created for this
+        one job), else None. A registered host that is gone for good is forgotten."""
+        name = job_registry.host_of(job_id)
+        if name is not None:
+            try:
+                return ray.get_actor(name, namespace=ACTOR_NAMESPACE)
+            except ValueError:
+                job_registry.forget_dead(job_id, name)
         try:
-            # The common case (the supervisor's rounds): the actor is there; a name lookup.
-            return ray.get_actor(actor_name(job_id), namespace=ACTOR_NAMESPACE)
+            return ray.get_actor(legacy_actor_name(job_id), namespace=ACTOR_NAMESPACE)
         except ValueError:
-            # get_if_exists settles a race between two replicas creating the same actor.
-            return JobActor.options(name=actor_name(job_id), namespace=ACTOR_NAMESPACE,
-                                    lifetime="detached", get_if_exists=True,
-                                    **self.placement.job_actor).remote(
-                job_id, self.settings, self.images, self.clips, self.placement)
+            return None
+
+    def _new_host(self) -> Any:
+        try:  # the API replica: its idle hosts end themselves once it is gone
+            owner = ray.get_runtime_context().current_actor
+        except Exception:
+            owner = None
+        name = host_name()
+        # Detached: a job outlives the API replica that handed it out.
+        return JobActor.options(name=name, namespace=ACTOR_NAMESPACE, lifetime="detached",
+                                **self.placement.job_actor).remote(
+            None, self.settings, self.images, self.clips, self.placement, host=name, owner=owner)
+
+    async def _started_host(self) -> Any:
+        # Creating a named actor is a blocking call to the cluster.
+        host = await asyncio.to_thread(self._new_host)
+        await host.ready.remote()
+        return host
+
+    def _refill(self) -> None:
+        """Starts hosts in the background until ``renderfarm_warm_job_hosts`` are idle."""
+        if self._filling is None or self._filling.done():
+            self._filling = asyncio.create_task(self._fill())
+
+    async def _fill(self) -> None:
+        # One at a time: a process start takes a core for about a second.
+        while len(self._idle_hosts) < self.settings.renderfarm_warm_job_hosts:
+            try:
+                self._idle_hosts.append(await self._started_host())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not start a warm job host; trying again next round")
+                return
+
+    async def _take_host(self) -> Any:
+        """An idle host (warm), else one started now (the cost the pool exists to hide)."""
+        host = self._idle_hosts.pop() if self._idle_hosts else None
+        self._refill()
+        return host if host is not None else await self._started_host()
+
+    async def render_image(self, request: ImageRequest) -> ImageResult:
+        """One image outside any job (a character reference asset) on the image renderers,
+        routed like a job's scenes; a 503 ``APIError`` if it cannot be rendered."""
+        images = self.images.options(multiplexed_model_id=request.preset)
+        try:
+            return await steps.call_renderer(lambda: images.render.remote(request),
+                                             "Rendering the reference image",
+                                             timeout_s=self.settings.render_timeout_seconds)
+        except steps.StepFailed as exc:  # nothing was stored; the caller may simply retry
+            raise APIError(503, exc.message, exc.code) from None
 
     async def poke(self, job_id: str) -> None:
-        """Has the job's actor look at the job's row, in the background: starting a new actor
-        (a worker process) takes a second or two, and no request should wait for that."""
+        """Has the job's actor look at the job's row, in the background: no request waits for
+        the cluster (and, when no host is warm, for a worker process to start)."""
         task = asyncio.create_task(self.poke_now(job_id))
         self._pokes.add(task)
         task.add_done_callback(self._pokes.discard)
@@ -83,24 +146,32 @@ class RayJobRunner:
 
     async def _poke(self, job_id: str) -> None:
         for attempt in range(3):
-            # Looking up or creating a named actor is a blocking call to the cluster.
-            handle = await asyncio.to_thread(self._actor, job_id)
+            handle = await asyncio.to_thread(self._registered, job_id)
             try:
-                await handle.ensure_running.remote()
-                return
+                if handle is not None:
+                    if await handle.drive.remote(job_id):
+                        return
+                    # It is ending itself (the job waited for a person); a new host takes over.
+                else:
+                    host = await self._take_host()
+                    if await host.drive.remote(job_id):
+                        return
+                    # Another replica's host took the job first: keep ours warm, signal theirs.
+                    self._idle_hosts.append(host)
+                    continue
             except ray.exceptions.RayActorError:
-                # The actor was ending itself as we called; its name frees up, try again.
+                # The actor was ending itself as we called, or the host died; try again.
                 log.debug("job %s: actor gone while poked (attempt %d)", job_id, attempt + 1)
-                await asyncio.sleep(0.2 * (attempt + 1))
+            await asyncio.sleep(0.2 * (attempt + 1))
         log.warning("job %s: could not reach an actor; the supervisor will retry", job_id)
 
     async def cancel(self, job_id: str) -> None:
         """Stops the job's in-flight work, if an actor is running it. Never raises: an actor
         that misses this notices the cancelled row at its next write and stops there."""
         try:
-            handle = await asyncio.to_thread(ray.get_actor, actor_name(job_id),
-                                             namespace=ACTOR_NAMESPACE)
-            await handle.cancel.remote()
+            handle = await asyncio.to_thread(self._registered, job_id)
+            if handle is not None:
+                await handle.cancel.remote()
         except (ValueError, ray.exceptions.RayActorError):
             pass  # no actor, or it ended itself: nothing is in flight
         except Exception:
@@ -148,6 +219,7 @@ class RayJobRunner:
         rounds = 0
         try:
             while True:
+                self._refill()  # at start-up, and after a host failed to start
                 if rounds % JOBS_GAUGE_EVERY == 0:
                     await self._report_safely(sessions)
                 rounds += 1
@@ -166,6 +238,8 @@ class RayJobRunner:
         finally:
             for task in list(running.values()):
                 task.cancel()
+            if self._filling is not None:
+                self._filling.cancel()
 
     async def _supervised_poke(self, job_id: str, slots: asyncio.Semaphore) -> None:
         async with slots:

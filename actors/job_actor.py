@@ -2,26 +2,33 @@
 
 ``_run`` orders the steps and always starts by reading the job's row, so an actor that Ray
 restarted after a crash picks up where the database says the job is, skipping finished work
-(scene images and clips carry the version they were rendered from). ``ensure_running`` and
-``cancel`` are the signals; ``describe`` is a read-only query. When nothing is left to do (the
-job ended, or waits for a person), the actor ends itself; the API creates a new one when needed.
+(scene images and clips carry the version they were rendered from). ``drive`` and ``cancel``
+are the signals; ``describe`` is a read-only query. When nothing is left to do (the job ended,
+or waits for a person), the actor ends itself; the API hands the job to a new one when needed.
+
+Starting an actor is a new worker process (Python, Ray's core worker, these imports: over a
+second of CPU), so each API replica keeps a few started and idle: warm *hosts*, created without
+a job, each of which takes exactly one job with ``drive(job_id)`` and is found through
+``actors.job_registry``. An idle host ends itself once the API replica that started it is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any, Awaitable, Callable, Coroutine, Iterable, TypeVar
 
 import ray
 from ray.util import metrics
 
-from actors import steps, transient
+from actors import job_registry, steps, transient
 from actors.capacity import CapacityWait, CapacityWatch
 from actors.composite_task import COMPOSITE_RETRIES, ClipPlan, CompositeOutput, composite_task
 from actors.compositor import CallToActionCard, CompositorError
+from actors.sound_mix import SoundMixError
 from actors.job_store import JobStore
-from actors.messages import ClipRequest, ImageRequest
+from actors.messages import ClipRequest, ImageRequest, MusicRequest, VoiceRequest
 from actors.placement import Placement
 from coordinator import pricing
 from coordinator.db.base import utcnow
@@ -31,7 +38,7 @@ from coordinator.job_states import (REVISION_REVIEW_MESSAGE, TERMINAL, IllegalTr
                                      JobStatus, SceneStatus)
 from coordinator.schemas.jobs import CTA_CARD_SECONDS
 from coordinator.planner import PlannedScene, PlannerError, plan_storyboard, replan_scene
-from coordinator.progress import REVIEW_PERCENT, STEPS, progress, step_percent
+from coordinator.progress import ALONGSIDE, REVIEW_PERCENT, STEPS, progress, step_percent
 from coordinator.settings import Settings
 from coordinator.storage import ObjectStore, make_object_store
 from models.presets import apply_prompt_template, get_preset
@@ -44,10 +51,24 @@ ACTOR_NAMESPACE = "renderfarm"
 DEFAULT_CTA_BACKGROUND = "#111111"
 DEFAULT_CTA_TEXT = "#ffffff"
 OUTPUT_FPS = 24
+# How often an idle warm host checks that the API replica that started it is alive.
+IDLE_OWNER_CHECK_S = 5.0
 
 
 def actor_name(job_id: str) -> str:
+    """The name of the actor driving the job now: its registered host, else the per-job name
+    actors created for one job carry (needs a connection to Ray)."""
+    return job_registry.host_of(job_id) or legacy_actor_name(job_id)
+
+
+def legacy_actor_name(job_id: str) -> str:
+    """The name of an actor created for this one job (not a warm host)."""
     return f"job-{job_id}"
+
+
+def host_name() -> str:
+    """A fresh name for a warm host."""
+    return f"jobhost-{uuid.uuid4().hex}"
 
 
 _jobs_finished = None
@@ -64,28 +85,66 @@ def _finished_counter():  # noqa: ANN202
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class JobActor:
-    def __init__(self, job_id: str, settings: Settings, images: Any, clips: Any,
-                 placement: Placement):
-        """Starts driving the job at once, also when Ray restarts this actor after a crash."""
-        self.job_id = job_id
+    def __init__(self, job_id: str | None, settings: Settings, images: Any, clips: Any,
+                 placement: Placement, *, host: str | None = None, owner: Any = None):
+        """With a ``job_id``: drives that job at once, also when Ray restarts this actor after
+        a crash. Without one: the warm host named ``host``, idle until ``drive`` hands it a job;
+        after a crash it takes back the job the registry says it had. ``owner`` is the API
+        replica that started the host."""
         self.settings = settings
         self.placement = placement
         self.images = images
         self.clips = clips
-        self.jobs = JobStore(settings, job_id)
+        self.host = host
+        self.owner = owner
+        self.job_id: str | None = None
+        self.jobs: JobStore | None = None
         self.objects: ObjectStore = make_object_store(settings)
         self.capacity = CapacityWatch(placement, autoscaling=settings.renderfarm_autoscaling,
                                       wait_limit_s=settings.capacity_wait_seconds)
         self._run_task: asyncio.Task | None = None
+        self._taking = asyncio.Lock()  # one job per host, even when two pokes race
+        self._ending = False
         # Scenes finish concurrently; progress writes go one at a time and never backwards.
         self._progress_lock = asyncio.Lock()
         self._reported_percent = 0.0
-        self._start()
+        # The job's reference image framed per scene size: loaded once, shared by every scene.
+        self._reference_pngs: dict[tuple[str, int, int], asyncio.Future[bytes]] = {}
+        if job_id is None and host is not None:
+            job_id = job_registry.job_of(host)
+        if job_id is not None:
+            self._take(job_id)
+            self._start()
+        else:
+            self._idle_watch = asyncio.get_running_loop().create_task(self._watch_owner())
 
     # ---- signals and queries ------------------------------------------------------------
 
+    async def ready(self) -> bool:
+        """Answers once the host's process is up (the pool waits for this)."""
+        return True
+
+    async def drive(self, job_id: str) -> bool:
+        """Takes the job if this is an idle host and no other host is registered for it, then
+        looks at the job again (new regenerations, an approval); idempotent. False when this
+        actor drives another job, or another host has this one."""
+        async with self._taking:
+            if self._ending:
+                return False
+            if self.job_id is None:
+                if self.host is not None and not await asyncio.to_thread(
+                        job_registry.claim, job_id, self.host):
+                    return False
+                self._take(job_id)
+            elif self.job_id != job_id:
+                return False
+        self._start()
+        return True
+
     async def ensure_running(self) -> bool:
-        """Looks at the job again (new regenerations, an approval); idempotent."""
+        """``drive`` for the job this actor already has (actors created for one job)."""
+        if self.job_id is None:
+            return False
         self._start()
         return True
 
@@ -95,21 +154,49 @@ class JobActor:
             self._run_task.cancel()
             await asyncio.gather(self._run_task, return_exceptions=True)
         await self._count_outcome()
-        self._exit()
+        await self._exit()
 
     async def describe(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "running": bool(self._run_task and not self._run_task.done())}
+        return {"job_id": self.job_id, "host": self.host,
+                "running": bool(self._run_task and not self._run_task.done())}
+
+    def _take(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.jobs = JobStore(self.settings, job_id)
 
     def _start(self) -> None:
-        if self._run_task is None or self._run_task.done():
+        if self.job_id is not None and (self._run_task is None or self._run_task.done()):
             self._run_task = asyncio.get_running_loop().create_task(self._run())
 
-    def _exit(self) -> None:
-        # The job is done or waits for a person: free the worker. ray.kill from inside is the
-        # reliable way to end an async actor from a background task.
+    async def _exit(self) -> None:
+        # The job is done or waits for a person: free the worker (a new host takes the job
+        # when it needs one again). ray.kill from inside is the reliable way to end an async
+        # actor from a background task.
+        self._ending = True
+        if self.host is not None and self.job_id is not None:
+            try:
+                await asyncio.to_thread(job_registry.release, self.job_id, self.host)
+            except Exception:  # the next poke finds a dead host and forgets it
+                log.exception("job %s: could not release its host %s", self.job_id, self.host)
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
+    async def _watch_owner(self) -> None:
+        """An idle host ends itself once the API replica that started it is gone (deleted,
+        redeployed, scaled down): nothing would ever hand it a job."""
+        while self.owner is not None and self.job_id is None:
+            try:
+                await self.owner.__ray_ready__.remote()
+            except ray.exceptions.RayActorError:
+                if self.job_id is None and not self._taking.locked():
+                    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
+            except Exception:  # a blip reaching the replica: look again later
+                log.debug("host %s: owner check failed", self.host, exc_info=True)
+            await asyncio.sleep(IDLE_OWNER_CHECK_S)
+
     async def _count_outcome(self) -> None:
+        if self.jobs is None:
+            return
         job = await self.jobs.job()
         if job is not None and JobStatus(job.status) in TERMINAL:
             _finished_counter().inc(tags={"status": job.status})
@@ -143,7 +230,7 @@ class JobActor:
                 try:
                     await self._count_outcome()
                 finally:
-                    self._exit()
+                    await self._exit()
 
     async def _step(self) -> bool:
         """Does the next due piece of work; False when nothing is due."""
@@ -188,7 +275,7 @@ class JobActor:
         async def report(message: str) -> None:
             async with self._progress_lock:
                 percent = (max(self._reported_percent, step_percent(stage, 0, 1))
-                           if stage in STEPS else REVIEW_PERCENT)
+                           if stage in STEPS or stage in ALONGSIDE else REVIEW_PERCENT)
                 await self.jobs.set_progress(progress(stage, percent, message))
         return report
 
@@ -221,15 +308,67 @@ class JobActor:
                 job.owner_id, plan.storyboard.scenes,
                 planner_cost=pricing.llm_cost(self.settings, tokens))
         todo = [s for s in scenes if s.image_key is None or s.image_version != s.version]
+        auto_approve = bool((job.advanced or {}).get("autoApprove"))
+        if auto_approve and not self.settings.renderfarm_auto_approve_barrier:
+            await self._images_and_clips(job, scenes, todo)
+            return
         # All scenes at once: the renderer batches them and Serve spreads them over replicas.
         await self._fan_out("image_generation", "Rendering scene images", len(scenes), todo,
                             lambda scene: self._render_image(job, scene, version=scene.version))
+        await self._storyboard_ready(auto_approve)
+
+    async def _storyboard_ready(self, auto_approve: bool) -> None:
         await self.jobs.transition(JobStatus.STORYBOARD_READY, progress=progress(
             "storyboard_ready", REVIEW_PERCENT, "Storyboard ready for review"))
-        if (job.advanced or {}).get("autoApprove"):
+        if auto_approve:
             await self.jobs.transition(JobStatus.VIDEO_PROCESSING, approved_at=utcnow(),
                                        progress=progress("clip_rendering", step_percent(
                                            "clip_rendering", 0, 1), "Auto-approved; rendering clips"))
+
+    async def _images_and_clips(self, job: Job, scenes: list[Scene], todo: list[Scene]) -> None:
+        """``autoApprove`` without a barrier: each scene's clip starts as soon as its image
+        lands. The job moves to ``video_processing`` when the last image lands (as if a person
+        approved then) while clips keep rendering; ``_make_video`` then finds only the clips
+        still missing. Progress reports images until then, clips after."""
+        total, images_left = len(scenes), len(todo)
+        image_ids = {scene.id for scene in todo}
+        clips_done = sum(1 for s in scenes if s.clip_key and s.clip_version == s.version
+                         and s.id not in image_ids)
+        approved = False
+
+        async def approve() -> None:
+            nonlocal approved
+            await self._storyboard_ready(auto_approve=True)
+            approved = True
+            await self._report("clip_rendering", clips_done, total, "Rendering scene clips")
+
+        async def one(scene: Scene) -> None:
+            nonlocal images_left, clips_done
+            if scene.id in image_ids:
+                await self._render_image(job, scene, version=scene.version)
+                images_left -= 1
+                await self._report("image_generation", total - images_left, total,
+                                   "Rendering scene images")
+                if images_left == 0:
+                    await approve()
+            current = await self._scene(scene.id)
+            if current.clip_key is None or current.clip_version != current.version:
+                await self._render_clip(job, current)
+                clips_done += 1
+                if approved:
+                    await self._report("clip_rendering", clips_done, total, "Rendering scene clips")
+
+        await self._report("image_generation", total - images_left, total, "Rendering scene images")
+        if not todo:
+            await approve()
+        await _all_at_once(one(scene) for scene in scenes)
+
+    async def _scene(self, scene_id: str) -> Scene:
+        """The scene's row as it is now (after its image landed)."""
+        for scene in await self.jobs.scenes():
+            if scene.id == scene_id:
+                return scene
+        raise steps.JobEnded(self.job_id)  # deleted: only a deleted job loses scenes mid-run
 
     async def _render_image(self, job: Job, scene: Scene, *, version: int,
                             text: dict[str, Any] | None = None,
@@ -252,6 +391,7 @@ class JobActor:
                     preset, prompt_source, steps.style_unless_present(brief.style, prompt_source)),
                 seed=steps.scene_seed(job.seed, scene.id, version), width=width, height=height,
                 negative_prompt=steps.negative_prompt(preset, brief),
+                reference_png=await self._reference_png(job, width, height),
                 priority=job.priority or "normal", owner=job.owner_id)
             what = f"Rendering the image of scene {scene.scene_idx}"
             # Serve routes the request to a replica already holding the preset's model.
@@ -270,6 +410,32 @@ class JobActor:
             raise steps.JobEnded(job.id)
         if scene.image_key and scene.image_key != key:
             await self._store(self.objects.delete, scene.image_key)  # the replaced image
+
+    async def _reference_png(self, job: Job, width: int, height: int) -> bytes | None:
+        """The job's reference image (``advanced.referenceAssetId``) cropped to the scene
+        size as PNG, or None. Scenes render concurrently: the first loads it, the rest await
+        the same load."""
+        asset_id = (job.advanced or {}).get("referenceAssetId")
+        if not asset_id:
+            return None
+        key = (asset_id, width, height)
+        if key not in self._reference_pngs:
+            self._reference_pngs[key] = asyncio.ensure_future(
+                self._load_reference(asset_id, job.owner_id, width, height))
+        try:
+            return await asyncio.shield(self._reference_pngs[key])
+        except steps.StepFailed:
+            self._reference_pngs.pop(key, None)  # a later scene or regeneration tries again
+            raise
+
+    async def _load_reference(self, asset_id: str, owner_id: str, width: int, height: int) -> bytes:
+        try:
+            return await self._store(steps.product_image_png, self.objects,
+                                     await self.jobs.asset_key(asset_id, owner_id),
+                                     width, height, ImageLimits.from_settings(self.settings))
+        except steps.StepFailed as exc:  # the loaders speak of the product image
+            raise steps.StepFailed(exc.message.replace("The product image", "The reference image", 1),
+                                   exc.code) from None
 
     async def _regenerate(self, job: Job, scene: Scene) -> None:
         """Re-plans the scene's text with the person's feedback and renders a new version."""
@@ -300,9 +466,102 @@ class JobActor:
         if not scenes:
             raise steps.StepFailed("The storyboard has no scenes to render", "no_scenes")
         todo = [s for s in scenes if s.clip_key is None or s.clip_version != s.version]
-        await self._fan_out("clip_rendering", "Rendering scene clips", len(scenes), todo,
-                            lambda scene: self._render_clip(job, scene))
-        await self._composite_and_deliver(job)
+        voices = [s for s in scenes if steps.voice_enabled(job) and s.script.strip()]
+        speak = [s for s in voices if s.voice_key is None
+                 or s.voice_text_hash != self._line_hash(job, s)]  # unchanged lines stay
+        music = steps.music_source(job) != "none"
+        compose = music and job.music_key is None
+        # The clips, the spoken lines and the music, all at once, counted as one step.
+        total = len(scenes) + len(voices) + int(music)
+        done = total - len(todo) - len(speak) - int(compose)
+        await self._report("clip_rendering", done, total, "Rendering scene clips and sound")
+
+        async def unit(stage: str, label: str, work: Awaitable[None]) -> None:
+            nonlocal done
+            await work
+            done += 1
+            await self._report(stage, done, total, label)
+
+        await _all_at_once([
+            *(unit("clip_rendering", "Rendering scene clips", self._render_clip(job, scene))
+              for scene in todo),
+            *(unit("generating_audio", "Speaking the voice-over", self._speak(job, scene))
+              for scene in speak),
+            *([unit("generating_audio", "Making the music", self._make_music(job))]
+              if compose else []),
+        ])
+        await self._composite_and_deliver(await self.jobs.job() or job)
+
+    # ---- sound --------------------------------------------------------------------------
+
+    def _audio_handle(self) -> Any:
+        audio = getattr(self, "audio", None)
+        if audio is None:
+            raise steps.StepFailed("This farm has no audio renderer for the voice-over and music; "
+                                   "turn them off (advanced.voiceOver, advanced.music) or ask the "
+                                   "operator", "audio_unavailable")
+        return audio
+
+    @staticmethod
+    def _line_hash(job: Job, scene: Scene) -> str:
+        advanced = job.advanced or {}
+        return steps.voice_text_hash(scene.script.strip(), advanced.get("language") or "en",
+                                     advanced.get("voice"))
+
+    async def _speak(self, job: Job, scene: Scene) -> None:
+        """Speaks the scene's line and stores it under a key of its version and text."""
+        advanced = job.advanced or {}
+        text_hash = self._line_hash(job, scene)
+        request = VoiceRequest(preset=job.preset, text=scene.script.strip(),
+                               language=advanced.get("language") or "en",
+                               voice=advanced.get("voice"),
+                               seed=steps.voice_seed(job.seed, scene.id, text_hash),
+                               priority=job.priority or "normal", owner=job.owner_id)
+        what = f"Speaking the line of scene {scene.scene_idx}"
+        audio = self._audio_handle()
+        routed = audio.options(multiplexed_model_id=request.preset)
+        result = await steps.call_renderer(lambda: routed.speak.remote(request), what,
+                                           timeout_s=self.settings.render_timeout_seconds,
+                                           capacity=self._capacity(audio, what, "generating_audio"))
+        key = steps.scene_voice_key(job.id, scene.id, scene.version, text_hash)
+        await self._store(self.objects.put_bytes, key, result.wav, "audio/wav")
+        stored = await self.jobs.record_voice(
+            scene.id, key=key, version=scene.version, text_hash=text_hash,
+            duration_s=result.duration_s, seconds=result.seconds,
+            cost=pricing.audio_cost(self.settings, result.seconds))
+        if not stored:
+            await self._store(self.objects.delete, key)
+            raise steps.JobEnded(job.id)
+        if scene.voice_key and scene.voice_key != key:
+            await self._store(self.objects.delete, scene.voice_key)  # the line it replaces
+
+    async def _make_music(self, job: Job) -> None:
+        """The job's music bed, once: composed from the brief's mood, or the chosen asset."""
+        source = steps.music_source(job)
+        key = steps.music_key(job.id, source)
+        if source == "asset":
+            asset_key = await self.jobs.asset_key(job.advanced["musicAssetId"], job.owner_id,
+                                                  what="music")
+            data, seconds = await self._store(self.objects.get_bytes, asset_key), 0.0
+        else:
+            scenes_s = sum(s.duration_s for s in await self.jobs.scenes())
+            request = MusicRequest(preset=job.preset, prompt=steps.music_prompt(job),
+                                   duration_s=round(scenes_s + CTA_CARD_SECONDS, 3),
+                                   seed=job.seed, priority=job.priority or "normal",
+                                   owner=job.owner_id)
+            what = "Making the music"
+            audio = self._audio_handle()
+            routed = audio.options(multiplexed_model_id=request.preset)
+            result = await steps.call_renderer(
+                lambda: routed.compose_music.remote(request), what,
+                timeout_s=self.settings.render_timeout_seconds,
+                capacity=self._capacity(audio, what, "generating_audio"))
+            data, seconds = result.wav, result.seconds
+        await self._store(self.objects.put_bytes, key, data, "application/octet-stream")
+        if not await self.jobs.record_music(key, seconds=seconds,
+                                            cost=pricing.audio_cost(self.settings, seconds)):
+            await self._store(self.objects.delete, key)
+            raise steps.JobEnded(job.id)
 
     async def _render_clip(self, job: Job, scene: Scene) -> None:
         preset = get_preset(job.preset)
@@ -337,17 +596,25 @@ class JobActor:
         width, height = preset.output_size[job.aspect_ratio]
         await self.jobs.set_progress(progress("compositing", step_percent("compositing", 0, 1),
                                               "Compositing the clips"))
-        clips = [ClipPlan(clip_key=s.clip_key, duration_s=s.duration_s, transition=s.transition,
-                          caption=s.script) for s in scenes]
+        # A scene lasts at least its spoken line (plus a pad); the line starts with the scene.
+        spoken = steps.voice_enabled(job)
+        clips = [ClipPlan(clip_key=s.clip_key,
+                          duration_s=steps.spoken_scene_seconds(
+                              s.duration_s, s.voice_duration_s if spoken and s.voice_key else None),
+                          transition=s.transition, caption=s.script,
+                          voice_duration_s=s.voice_duration_s if spoken and s.voice_key else None,
+                          voice_key=s.voice_key if spoken else None) for s in scenes]
+        music_key = job.music_key if steps.music_source(job) != "none" else None
         ref = composite_task.options(**self.placement.composite).remote(
-            self.settings, clips, _call_to_action(job), width=width, height=height, fps=OUTPUT_FPS)
+            self.settings, clips, _call_to_action(job), width=width, height=height, fps=OUTPUT_FPS,
+            music_key=music_key)
         try:
             output: CompositeOutput = await ref
         except asyncio.CancelledError:
             ray.cancel(ref)  # awaiting a task does not own it: stop ffmpeg explicitly
             raise
         except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(exc.cause, CompositorError) else None
+            cause = exc.cause if isinstance(exc.cause, (CompositorError, SoundMixError)) else None
             if cause is None:
                 raise
             raise steps.StepFailed(f"Compositing failed: {cause}", "composite_failed") from exc

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     # Whether the cluster has an autoscaler that can add nodes (cluster.yaml sets it): without
     # one, work no node can ever hold fails at once instead of waiting for capacity_wait_seconds.
     renderfarm_autoscaling: bool = False
+    # Job actors each API replica keeps started and idle, so a new or approved job starts at
+    # once instead of waiting for a worker process (0: start one per job on demand).
+    renderfarm_warm_job_hosts: int = Field(default=2, ge=0, le=64)
+    # Benchmarks only (bench/job_start.py): autoApprove jobs render every image before any
+    # clip, as they did before clips started per scene. Never set it in production.
+    renderfarm_auto_approve_barrier: bool = False
     ffmpeg_timeout_seconds: float = Field(default=600.0, gt=0)
 
     # Webhooks (coordinator.webhooks). A receiver must be public and https, unless it is inside

@@ -1,0 +1,55 @@
+"""Which warm job host drives which job, kept in Ray's cluster key-value store (the GCS, where
+named actors live too), so every API replica and a host Ray restarted after a crash find it.
+
+Two entries per job being driven: ``job/<job id>`` → host name (claimed with put-if-absent, so
+two API replicas racing for one job agree on one host) and ``host/<host name>`` → job id (how a
+restarted host knows which job it had). The host removes both when it ends.
+
+Ray's ``internal_kv`` is what Serve and Tune keep their own state in; it is blocking, so
+callers on an event loop run these functions in a thread.
+"""
+
+from __future__ import annotations
+
+from ray.experimental import internal_kv
+
+NAMESPACE = "renderfarm-job-hosts"
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None
+
+
+def host_of(job_id: str) -> str | None:
+    """The name of the host registered for the job, if any (it may have died since)."""
+    return _text(internal_kv._internal_kv_get(f"job/{job_id}", namespace=NAMESPACE))
+
+
+def job_of(host_name: str) -> str | None:
+    """The job a host had taken (read by a host that Ray restarted)."""
+    return _text(internal_kv._internal_kv_get(f"host/{host_name}", namespace=NAMESPACE))
+
+
+def claim(job_id: str, host_name: str) -> bool:
+    """Registers ``host_name`` for the job unless another host is registered; True when the
+    job is (now or already) this host's."""
+    existed = internal_kv._internal_kv_put(f"job/{job_id}", host_name, overwrite=False,
+                                           namespace=NAMESPACE)
+    if existed and host_of(job_id) != host_name:
+        return False
+    internal_kv._internal_kv_put(f"host/{host_name}", job_id, namespace=NAMESPACE)
+    return True
+
+
+def release(job_id: str, host_name: str) -> None:
+    """Removes the host's entries (the job's only while they still name this host)."""
+    if host_of(job_id) == host_name:
+        internal_kv._internal_kv_del(f"job/{job_id}", namespace=NAMESPACE)
+    internal_kv._internal_kv_del(f"host/{host_name}", namespace=NAMESPACE)
+
+
+def forget_dead(job_id: str, host_name: str) -> None:
+    """Drops a registration whose host is gone for good (killed without restart), so the
+    next poke can hand the job to a live host."""
+    if host_of(job_id) == host_name:
+        internal_kv._internal_kv_del(f"job/{job_id}", namespace=NAMESPACE)
