@@ -9,22 +9,25 @@ pull in torch and diffusers) are imported only when the application is built.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from coordinator.settings import Settings, get_settings
 
 
 def build_app(settings: Settings, *, profile: str = "local", render_gpus: float | None = None,
+              renderers: Mapping[str, Deployment] | None = None,
               **overrides: Any) -> Application:
     """The whole service as one Serve application.
 
     ``overrides`` replace deployment options per deployment, e.g.
     ``{"ImageRenderer": {"num_replicas": 2}}`` (tests and benchmarks use this).
+
+    ``renderers`` replaces renderer deployments by name (``ImageRenderer``, ``ClipRenderer``)
+    with others taking the same bind arguments and answering the same calls: only the
+    benchmarks' simulated GPU (``bench/simulated_gpu.py``) uses it.
     """
-    from actors.clip_renderer import ClipRenderer
-    from actors.image_renderer import ImageRenderer
     from actors.placement import make_placement
     from coordinator.cluster_checks import check_cluster_settings
     from coordinator.db.migrate import upgrade_database
@@ -37,11 +40,29 @@ def build_app(settings: Settings, *, profile: str = "local", render_gpus: float 
     options = {name: {**opts, **overrides.get(name, {})}
                for name, opts in placement.deployments.items()}
     models_dir = str(settings.models_dir)
-    images = ImageRenderer.options(**options["ImageRenderer"]).bind(
+    classes = _renderer_classes(renderers or {})
+    images = classes["ImageRenderer"].options(**options["ImageRenderer"]).bind(
         models_dir, max_models=placement.models_per_replica["ImageRenderer"])
-    clips = ClipRenderer.options(**options["ClipRenderer"]).bind(
+    clips = classes["ClipRenderer"].options(**options["ClipRenderer"]).bind(
         models_dir, max_models=placement.models_per_replica["ClipRenderer"])
     return Api.options(**options["Api"]).bind(settings, images, clips, placement)
+
+
+def _renderer_classes(replaced: Mapping[str, Deployment]) -> dict[str, Deployment]:
+    unknown = set(replaced) - {"ImageRenderer", "ClipRenderer"}
+    if unknown:
+        raise ValueError(f"unknown renderer deployments: {', '.join(sorted(unknown))}")
+    classes = dict(replaced)
+    # The real renderers import torch and diffusers: only when they are used.
+    if "ImageRenderer" not in classes:
+        from actors.image_renderer import ImageRenderer
+
+        classes["ImageRenderer"] = ImageRenderer
+    if "ClipRenderer" not in classes:
+        from actors.clip_renderer import ClipRenderer
+
+        classes["ClipRenderer"] = ClipRenderer
+    return classes
 
 
 def app(args: dict[str, str] | None = None) -> Application:
