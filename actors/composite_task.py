@@ -8,14 +8,16 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
 
-from actors.compositor import CallToActionCard, CompositeResult, SceneClip, composite_video
+from actors.compositor import (CallToActionCard, CompositeResult, SceneClip, Timeline,
+                               composite_video, plan_timeline)
+from actors.sound_mix import VoiceLine, mix_sound
 from coordinator.settings import Settings
-from coordinator.storage import make_object_store
+from coordinator.storage import ObjectStore, make_object_store
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class ClipPlan:
     caption: str
     # How long the scene's voice-over line lasts (None: no voice); captions follow it.
     voice_duration_s: float | None = None
+    # Where the line's WAV is stored (None: no voice); the sound pass starts it with the scene.
+    voice_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,10 @@ COMPOSITE_RETRIES = 3
 
 @ray.remote(max_retries=COMPOSITE_RETRIES, retry_exceptions=False)
 def composite_task(settings: Settings, clips: list[ClipPlan], cta: CallToActionCard, *,
-                   width: int, height: int, fps: int) -> CompositeOutput:
-    """Downloads the scene clips, composites the ad (see ``actors.compositor``), and returns the
-    MP4 and thumbnail bytes. Raises ``CompositorError`` with ffmpeg's reason on failure."""
+                   width: int, height: int, fps: int, music_key: str | None = None) -> CompositeOutput:
+    """Downloads the scene clips, composites the ad (see ``actors.compositor``), mixes its
+    sound (voice lines, ``music_key``'s bed; see ``actors.sound_mix``), and returns the MP4 and
+    thumbnail bytes. Raises ``CompositorError`` (or ``SoundMixError``) with ffmpeg's reason."""
     objects = make_object_store(settings)
     workdir = Path(tempfile.mkdtemp(prefix="composite-"))
     try:
@@ -61,7 +66,34 @@ def composite_task(settings: Settings, clips: list[ClipPlan], cta: CallToActionC
         result = composite_video(scene_clips, cta, output, thumbnail, width=width, height=height,
                                  fps=fps, timeout_s=settings.ffmpeg_timeout_seconds,
                                  workdir=workdir)
-        return CompositeOutput(video_mp4=output.read_bytes(), thumbnail_jpg=thumbnail.read_bytes(),
+        # The sound pass: the same timeline the compositor planned, so lines start with scenes.
+        timeline = plan_timeline([c.duration_s for c in clips], [c.transition for c in clips],
+                                 cta.duration_s, fps)
+        music = None
+        if music_key:
+            music = workdir / "music.audio"
+            objects.download_to(music_key, music)
+        sounded = workdir / "ad.mp4"
+        mix_sound(output, sounded, voices=_voice_lines(objects, clips, timeline, workdir),
+                  music_path=music, duration_s=timeline.total_frames / fps, workdir=workdir,
+                  timeout_s=settings.ffmpeg_timeout_seconds)
+        result = replace(result, size_bytes=sounded.stat().st_size)
+        return CompositeOutput(video_mp4=sounded.read_bytes(), thumbnail_jpg=thumbnail.read_bytes(),
                                result=result, seconds=time.perf_counter() - started)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _voice_lines(objects: ObjectStore, clips: list[ClipPlan], timeline: Timeline,
+                 workdir: Path) -> list[VoiceLine]:
+    """The voice lines, downloaded, each starting at its scene's planned start (the frame the
+    compositor's timeline cuts to it; captions start there too)."""
+    fps = timeline.fps
+    lines = []
+    for index, clip in enumerate(clips):
+        if clip.voice_key:
+            path = workdir / f"voice_{index:03d}.wav"
+            objects.download_to(clip.voice_key, path)
+            start = timeline.boundaries[index - 1] / fps if index else 0.0
+            lines.append(VoiceLine(wav_path=path, start_s=start))
+    return lines

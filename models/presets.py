@@ -229,6 +229,9 @@ def load_preset_file(path: Path) -> RenderPreset:
         raise PresetError(f"preset {path.name}: cannot read: {exc}") from None
     if not isinstance(data, dict):
         raise PresetError(f"preset {path.name}: expected a mapping at the top level")
+    # Speaking one scene's line, and composing the job's music bed once (0: no such model).
+    voice_seconds_per_scene: float = Field(default=0.0, ge=0)
+    music_seconds_per_job: float = Field(default=0.0, ge=0)
     try:
         preset = RenderPreset.model_validate(data)
     except ValidationError as exc:

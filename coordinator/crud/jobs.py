@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coordinator import pricing
+from coordinator.audio_options import resolve_audio
 from coordinator.crud.assets import check_stored_image
 from coordinator.crud.campaigns import require_own_campaign, require_own_client
 from coordinator.crud.common import fetch_page
@@ -52,14 +53,20 @@ def resolve_plan(settings: Settings, advanced: AdvancedOptions,
     if duration < scene_count + CTA_CARD_SECONDS:
         raise APIError(400, "advanced.durationSeconds must allow at least 1 second per scene plus "
                        f"{CTA_CARD_SECONDS:g} seconds for the call-to-action card", "validation_error")
-    return {"preset": preset, "scene_count": scene_count, "duration_seconds": duration}
+    return {"preset": preset, "scene_count": scene_count, "duration_seconds": duration,
+            "audio": resolve_audio(preset, advanced)}
 
 
 def quote_for(settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
     estimate = plan["preset"].estimate
+    audio = plan["audio"]
     return pricing.quote(settings, scene_count=plan["scene_count"],
                          image_seconds_per_scene=estimate.image_seconds_per_scene,
                          clip_seconds_per_scene=estimate.clip_seconds_per_scene,
+                         voice_seconds_per_scene=(estimate.voice_seconds_per_scene
+                                                  if audio["voiceOver"] else 0.0),
+                         music_seconds=(estimate.music_seconds_per_job
+                                        if audio["music"] == "generated" else 0.0),
                          uses_llm=bool(settings.ai_api_key))
 
 
@@ -88,6 +95,16 @@ async def validate_references(session: AsyncSession, owner: str, body: JobCreate
                            "validation_error")
         await check_stored_image(store, asset, ImageLimits.from_settings(settings),
                                  "advanced.productImageAssetId")
+    music_asset_id = body.advanced.music_asset_id
+    if music_asset_id:
+        music_type = await session.scalar(select(Asset.type).where(
+            Asset.id == music_asset_id, Asset.owner_id == owner))
+        if music_type is None:
+            raise APIError(400, f"advanced.musicAssetId: no asset {music_asset_id!r} among yours",
+                           "unknown_asset")
+        if music_type != "audio":
+            raise APIError(400, "advanced.musicAssetId must be an audio asset (WAV, MP3, M4A "
+                           "(AAC) or Ogg)", "validation_error")
     return {"brand": client.brand_guidelines or {},
             "campaignBrief": campaign.brief if campaign else None}
 
@@ -120,7 +137,7 @@ async def create_job(*, session: AsyncSession, settings: Settings, store: Object
                        "too_many_active_jobs")
     advanced = body.advanced.model_dump(mode="json", by_alias=True)
     advanced.update(sceneCount=plan["scene_count"], durationSeconds=plan["duration_seconds"],
-                    preset=plan["preset"].name)
+                    preset=plan["preset"].name, **plan["audio"])
     quote = quote_for(settings, plan)
     brief = body.model_dump(mode="json", by_alias=True, include={"context", "ad_basics", "creative"})
     brief.update(context)

@@ -48,6 +48,14 @@ class Priority(str, Enum):
     HIGH = "high"
 
 
+class MusicSource(str, Enum):
+    """Where the music bed comes from: the preset's music model, an audio asset, or nowhere."""
+
+    GENERATED = "generated"
+    ASSET = "asset"
+    NONE = "none"
+
+
 class JobContext(RequestModel):
     client_id: Id
     campaign_id: Id | None = None
@@ -86,6 +94,21 @@ class AdvancedOptions(CamelModel):
     auto_approve: bool = False
 
     @model_validator(mode="after")
+    # Sound (README: audio). Languages and voices are the preset's: checked at job creation.
+    voice_over: bool = True
+    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
+    voice: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=32)] | None = None
+    music: MusicSource = MusicSource.GENERATED
+    music_asset_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _music_asset_named(self) -> "AdvancedOptions":
+        if self.music_asset_id and "music" not in self.model_fields_set:
+            self.music = MusicSource.ASSET  # naming an asset chooses it
+        if (self.music == MusicSource.ASSET) != bool(self.music_asset_id):
+            raise ValueError('music "asset" and musicAssetId go together: name the audio asset '
+                             'with musicAssetId, or choose music "generated" or "none"')
+        return self
     def _duration_fits_scenes(self) -> "AdvancedOptions":
         if (self.scene_count and self.duration_seconds
                 and self.duration_seconds < self.scene_count + CTA_CARD_SECONDS):
