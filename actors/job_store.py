@@ -50,13 +50,13 @@ class JobStore:
             return list(rows.all())
 
     @retried("database")
-    async def asset_key(self, asset_id: str, owner: str) -> str:
-        """Where an asset the job refers to (its product image) is stored."""
+    async def asset_key(self, asset_id: str, owner: str, what: str = "product image") -> str:
+        """Where an asset the job refers to (its product image, its music) is stored."""
         async with self.sessions() as session:
             key = await session.scalar(select(Asset.storage_key).where(
                 Asset.id == asset_id, Asset.owner_id == owner))
         if key is None:
-            raise StepFailed("The product image asset was deleted; upload it again and retry",
+            raise StepFailed(f"The {what} asset was deleted; upload it again and retry",
                              "asset_missing")
         return key
 
@@ -158,6 +158,35 @@ class JobStore:
                 clip_key=key, clip_version=version, status=SceneStatus.CLIP_READY.value, updated_at=utcnow()))
             session.add(RenderUsage(job_id=self.job_id, scene_id=scene_id, kind="clip",
                                     seconds=seconds, cost=cost))
+            await session.commit()
+            return True
+
+    @retried("database")
+    async def record_voice(self, scene_id: str, *, key: str, version: int, text_hash: str,
+                           duration_s: float, seconds: float, cost: float) -> bool:
+        """Stores a scene's spoken line and what it was spoken from, with its ledger row."""
+        async with self.sessions() as session:
+            if not await self._job_is_live(session):
+                return False
+            await session.execute(update(Scene).where(Scene.id == scene_id).values(
+                voice_key=key, voice_version=version, voice_text_hash=text_hash,
+                voice_duration_s=duration_s, updated_at=utcnow()))
+            session.add(RenderUsage(job_id=self.job_id, scene_id=scene_id, kind="voice",
+                                    seconds=seconds, cost=cost))
+            await session.commit()
+            return True
+
+    @retried("database")
+    async def record_music(self, key: str, *, seconds: float, cost: float) -> bool:
+        """Stores the job's music bed (a ledger row only when a model made it)."""
+        async with self.sessions() as session:
+            if not await self._job_is_live(session):
+                return False
+            await session.execute(update(Job).where(Job.id == self.job_id).values(
+                music_key=key, updated_at=utcnow()))
+            if seconds or cost:
+                session.add(RenderUsage(job_id=self.job_id, kind="music", seconds=seconds,
+                                        cost=cost))
             await session.commit()
             return True
 

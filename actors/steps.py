@@ -80,6 +80,55 @@ def scene_seed(job_seed: int, scene_id: str, version: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+# ---- sound --------------------------------------------------------------------------------
+
+# A scene lasts at least its spoken line plus this pause, so a line never runs into the next.
+VOICE_PAD_S = 0.4
+
+
+def voice_enabled(job: Job) -> bool:
+    """Whether the job has a voice-over (``advanced.voiceOver``, settled at creation)."""
+    return bool((job.advanced or {}).get("voiceOver"))
+
+
+def music_source(job: Job) -> str:
+    """"generated", "asset" or "none" (``advanced.music``, settled at creation)."""
+    return (job.advanced or {}).get("music") or "none"
+
+
+def voice_text_hash(text: str, language: str, voice: str | None) -> str:
+    """What a spoken line depends on; a scene whose hash is unchanged is never spoken again."""
+    return hashlib.sha256(f"{language}\x00{voice or ''}\x00{text}".encode()).hexdigest()
+
+
+def scene_voice_key(job_id: str, scene_id: str, version: int, text_hash: str) -> str:
+    return f"jobs/{job_id}/scenes/{scene_id}/voice-v{version}-{text_hash[:16]}.wav"
+
+
+def music_key(job_id: str, source: str) -> str:
+    return f"jobs/{job_id}/music-{source}"
+
+
+def voice_seed(job_seed: int, scene_id: str, text_hash: str) -> int:
+    """The same line of the same scene is always spoken the same way."""
+    digest = hashlib.sha256(f"{job_seed}:{scene_id}:{text_hash}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def spoken_scene_seconds(duration_s: float, voice_duration_s: float | None) -> float:
+    """A scene's length on the timeline: as planned, or its spoken line plus a pad if longer."""
+    if voice_duration_s is None:
+        return duration_s
+    return max(duration_s, round(voice_duration_s + VOICE_PAD_S, 3))
+
+
+def music_prompt(job: Job) -> str:
+    """The music model's prompt, from the brief's mood (tone, style); never reaches ffmpeg."""
+    direction = (job.brief or {}).get("creative", {}).get("direction", {})
+    mood = ", ".join(part for part in (direction.get("tone"), direction.get("style")) if part)
+    return f"{mood + ' ' if mood else ''}instrumental background music for a video advert"[:500]
+
+
 # ---- the brief ----------------------------------------------------------------------------
 
 def planning_brief(job: Job) -> PlanningBrief:

@@ -330,3 +330,43 @@ def _webp_canvas_size(head: bytes) -> tuple[int, int] | None:
         return (int.from_bytes(head[26:28], "little") & 0x3FFF,
                 int.from_bytes(head[28:30], "little") & 0x3FFF)
     return None
+
+
+# ---- audio ------------------------------------------------------------------------------------
+
+# The longest audio asset accepted (a music bed is looped to the ad; minutes are plenty), and
+# how long ffmpeg may take to read one through.
+MAX_AUDIO_SECONDS = 600.0
+AUDIO_CHECK_TIMEOUT_S = 30.0
+
+
+class AudioRejected(ImageRejected):
+    """Audio bytes ffmpeg cannot decode (``invalid_audio``) or over the length limit
+    (``audio_too_long``)."""
+
+
+def check_audio(path: str, audio_format: str) -> float:
+    """Decodes the whole audio file at ``path`` with the bundled ffmpeg (an argument list, a
+    hard time limit) and returns its duration; raises ``AudioRejected`` unless it is audio
+    ffmpeg can read through, of at most ``MAX_AUDIO_SECONDS``."""
+    from actors.media_probe import MediaError, probe_media, run_ffmpeg  # ffmpeg only, no Ray
+
+    what = _DESCRIPTIONS.get(audio_format, "an audio file")
+    try:
+        info = probe_media(path, timeout_s=AUDIO_CHECK_TIMEOUT_S)
+    except MediaError:
+        info = None
+    if info is None or not info.has_audio:
+        raise AudioRejected(f"The file looks like {what}, but ffmpeg finds no audio stream in "
+                            "it (damaged, truncated or not audio)", "invalid_audio")
+    if info.duration_s > MAX_AUDIO_SECONDS:
+        raise AudioRejected(f"The audio lasts {info.duration_s:.0f} s; audio assets may last at "
+                            f"most {MAX_AUDIO_SECONDS:.0f} s", "audio_too_long")
+    try:  # a header can lie: read every packet through the decoder, past the limit at most
+        run_ffmpeg(["-nostdin", "-v", "error", "-i", path, "-map", "0:a:0",
+                    "-t", f"{MAX_AUDIO_SECONDS + 1:g}", "-f", "null", "-"],
+                   timeout_s=AUDIO_CHECK_TIMEOUT_S, what="ffmpeg audio check")
+    except MediaError:
+        raise AudioRejected(f"The file looks like {what}, but its audio could not be decoded "
+                            "(damaged or truncated)", "invalid_audio") from None
+    return info.duration_s

@@ -29,18 +29,28 @@ def clip_cost(settings: Settings, gpu_seconds: float) -> float:
     return gpu_seconds * settings.price_clip_per_gpu_second
 
 
+def audio_cost(settings: Settings, gpu_seconds: float) -> float:
+    """Speaking a line or composing music: the audio models share the renderers' GPUs, at the
+    image rate."""
+    return gpu_seconds * settings.price_image_per_gpu_second
+
+
 def composite_cost(settings: Settings, seconds: float) -> float:
     return seconds * settings.price_composite_per_second
 
 
 def quote(settings: Settings, *, scene_count: int, image_seconds_per_scene: float,
-          clip_seconds_per_scene: float, uses_llm: bool) -> dict:
-    """The dry-run body: ``estimatedCost``, ``currency``, ``breakdown``, ``validUntil``."""
+          clip_seconds_per_scene: float, uses_llm: bool, voice_seconds_per_scene: float = 0.0,
+          music_seconds: float = 0.0) -> dict:
+    """The dry-run body: ``estimatedCost``, ``currency``, ``breakdown``, ``validUntil``. The
+    spec's three breakdown keys stay: the voice-over and music are part of rendering the video
+    (the spec's "rendering: combining audio and visuals")."""
     breakdown = {
         "storyboard_generation": llm_cost(settings, settings.price_llm_estimated_tokens) if uses_llm else 0.0,
         "image_generation": image_cost(settings, scene_count * image_seconds_per_scene),
         "video_rendering": clip_cost(settings, scene_count * clip_seconds_per_scene)
-        + composite_cost(settings, scene_count * settings.estimated_composite_seconds_per_scene),
+        + composite_cost(settings, scene_count * settings.estimated_composite_seconds_per_scene)
+        + audio_cost(settings, scene_count * voice_seconds_per_scene + music_seconds),
     }
     breakdown = {key: round(value, 6) for key, value in breakdown.items()}
     return {

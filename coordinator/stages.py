@@ -20,10 +20,12 @@ STAGES = ("storyboard", "images", "review", "clips", "compositing", "upload")
 STAGE_STATUSES = ("pending", "running", "completed", "failed", "skipped")
 
 # Progress stage (coordinator.progress) -> timeline stage. Regenerating a scene happens while
-# the storyboard is under review.
+# the storyboard is under review; the voice-over and music are made alongside the clips, so
+# the clips stage spans them too.
 _FROM_PROGRESS = {"storyboard_generation": "storyboard", "image_generation": "images",
                   "storyboard_ready": "review", "regenerating_scene": "review",
-                  "clip_rendering": "clips", "compositing": "compositing", "uploading": "upload"}
+                  "clip_rendering": "clips", "generating_audio": "clips",
+                  "compositing": "compositing", "uploading": "upload"}
 # Timeline stage -> the progress step whose share of the whole job's percent it spans.
 _STEP_OF = {"storyboard": "storyboard_generation", "images": "image_generation",
             "clips": "clip_rendering", "compositing": "compositing", "upload": "uploading"}

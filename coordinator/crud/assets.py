@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from typing import BinaryIO
 
@@ -18,8 +19,9 @@ from coordinator.db.base import new_id
 from coordinator.db.models import Asset
 from coordinator.deps import Page
 from coordinator.envelope import APIError
-from coordinator.media import (SNIFF_BYTES, DetectedMedia, ImageLimits, ImageRejected, check_claimed_type,
-                               check_image, sniff_media, unsupported_media)
+from coordinator.media import (SNIFF_BYTES, AudioRejected, DetectedMedia, ImageLimits, ImageRejected,
+                               check_audio, check_claimed_type, check_image, sniff_media,
+                               unsupported_media)
 from coordinator.schemas.assets import AssetType
 from coordinator.storage import ObjectStore
 
@@ -97,7 +99,22 @@ async def sniff_file(source: BinaryIO, claimed: AssetType | None,
             await run_in_threadpool(check_image, source, detected.format, image_limits)
         except ImageRejected as exc:
             raise exc.as_api_error() from None
+    elif detected.asset_type == "audio":  # a job's music decodes it: ffmpeg must read it through
+        try:
+            await run_in_threadpool(_check_audio_source, source, detected.format)
+        except AudioRejected as exc:
+            raise exc.as_api_error() from None
     return detected
+
+
+def _check_audio_source(source: BinaryIO, audio_format: str) -> None:
+    """Copies the upload to a named file (ffmpeg seeks, e.g. to an M4A's index at the end)."""
+    with tempfile.NamedTemporaryFile(suffix=".audio") as copy:
+        source.seek(0)
+        shutil.copyfileobj(source, copy, 1 << 20)
+        copy.flush()
+        source.seek(0)
+        check_audio(copy.name, audio_format)
 
 
 async def check_stored_image(store: ObjectStore, asset: Asset, image_limits: ImageLimits,

@@ -17,7 +17,7 @@ import anyio
 import pydantic
 
 from coordinator.planner.offline import (MAX_SCRIPT_CHARS, allocate_durations, colour_name,
-                                         scrub_restricted, visual_elements)
+                                         fit_spoken_lines, scrub_restricted, visual_elements)
 from coordinator.planner.schema import (MIN_SCENE_SECONDS, AspectRatio, PlannedScene,
                                         PlanningBrief, PlanResult, Storyboard)
 
@@ -327,8 +327,9 @@ async def plan_with_llm(brief: PlanningBrief, *, api_key: str, model: str,
         raise PlannerError(PLANNER_INVALID_OUTPUT, f"The storyboard model ({model}) returned "
                            f"{got} scene{'' if got == 1 else 's'} but {brief.scene_count} were "
                            "asked for; try again")
-    durations = allocate_durations([s.duration_s for s in storyboard.scenes],
-                                   brief.total_duration_s)
+    durations = fit_spoken_lines(
+        allocate_durations([s.duration_s for s in storyboard.scenes], brief.total_duration_s),
+        [s.script for s in storyboard.scenes])
     scenes = [scrub_restricted(brief, s).model_copy(update={"duration_s": d})
               for s, d in zip(storyboard.scenes, durations)]
     return PlanResult(storyboard=Storyboard(scenes=scenes), model=used_model,

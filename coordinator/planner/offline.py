@@ -67,6 +67,41 @@ def allocate_durations(weights: Sequence[float], total_s: float,
     return durations
 
 
+# A voice-over speaks about this many words a second (150 a minute, an unhurried ad read); a
+# scene is sized to hold its line plus a pause where the total allows (the job actor lengthens
+# a scene whose real spoken line is longer still).
+WORDS_PER_SECOND = 2.5
+LINE_PAUSE_S = 0.4
+
+
+def spoken_seconds(script: str) -> float:
+    """How long ``script`` takes to say, by the words-per-second rule (0 for no words)."""
+    words = len(script.split())
+    return words / WORDS_PER_SECOND + LINE_PAUSE_S if words else 0.0
+
+
+def fit_spoken_lines(durations: Sequence[float], scripts: Sequence[str]) -> list[float]:
+    """``durations`` with time moved to scenes too short for their line, from scenes with time
+    to spare, in proportion to their planned share; the total stays. When the lines need more
+    than the total, it is shared by what each line needs."""
+    total = sum(durations)
+    need = [max(spoken_seconds(script), MIN_SCENE_SECONDS) for script in scripts]
+    if sum(need) >= total:
+        return allocate_durations(need, total)
+    pinned: set[int] = set()
+    while True:
+        free = [i for i in range(len(durations)) if i not in pinned]
+        left = total - sum(need[i] for i in pinned)
+        planned = sum(durations[i] for i in free)
+        share = {i: left * durations[i] / planned for i in free}
+        short = {i for i in free if share[i] < need[i]}
+        if not short:
+            break
+        pinned |= short
+    return allocate_durations([need[i] if i in pinned else share[i] for i in range(len(need))],
+                              total)
+
+
 # ---- text helpers ---------------------------------------------------------------------------
 
 def _clip(text: str, limit: int) -> str:
@@ -455,6 +490,8 @@ def plan_offline(brief: PlanningBrief) -> PlanResult:
             duration_s=durations[i],
             image_prompt=writer.image_prompt(beat, i),
         ))
+    fitted = fit_spoken_lines([s.duration_s for s in scenes], [s.script for s in scenes])
+    scenes = [s.model_copy(update={"duration_s": d}) for s, d in zip(scenes, fitted)]
     return PlanResult(storyboard=Storyboard(scenes=scenes), model=OFFLINE_MODEL,
                       prompt_tokens=0, completion_tokens=0)
 
