@@ -86,7 +86,8 @@ def _finished_counter():  # noqa: ANN202
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class JobActor:
     def __init__(self, job_id: str | None, settings: Settings, images: Any, clips: Any,
-                 placement: Placement, *, host: str | None = None, owner: Any = None):
+                 placement: Placement, *, host: str | None = None, owner: Any = None,
+                 audio: Any = None):
         """With a ``job_id``: drives that job at once, also when Ray restarts this actor after
         a crash. Without one: the warm host named ``host``, idle until ``drive`` hands it a job;
         after a crash it takes back the job the registry says it had. ``owner`` is the API
@@ -95,6 +96,7 @@ class JobActor:
         self.placement = placement
         self.images = images
         self.clips = clips
+        self.audio = audio  # the AudioRenderer handle; None on a farm without one
         self.host = host
         self.owner = owner
         self.job_id: str | None = None
@@ -466,6 +468,15 @@ class JobActor:
         if not scenes:
             raise steps.StepFailed("The storyboard has no scenes to render", "no_scenes")
         todo = [s for s in scenes if s.clip_key is None or s.clip_version != s.version]
+        if getattr(self, "audio", None) is None and (steps.voice_enabled(job)
+                                                     or steps.music_source(job) == "generated"):
+            # A farm deployed without the audio renderer: the ad keeps its picture (and an
+            # asset's music), loudly logged, rather than failing every job.
+            log.warning("job %s: no audio renderer in this farm; no voice-over or generated "
+                        "music", job.id)
+            job.advanced = {**(job.advanced or {}), "voiceOver": False,
+                            "music": "none" if steps.music_source(job) == "generated"
+                            else steps.music_source(job)}
         voices = [s for s in scenes if steps.voice_enabled(job) and s.script.strip()]
         speak = [s for s in voices if s.voice_key is None
                  or s.voice_text_hash != self._line_hash(job, s)]  # unchanged lines stay

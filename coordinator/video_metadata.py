@@ -1,7 +1,7 @@
 """What a delivered video is (``GET /jobs/{id}/metadata``), worked out from what is stored,
 without reading the video: cheap on every request and on every backend.
 
-The compositor guarantees the facts it is asked for: it writes H.264 MP4 without audio at
+The compositor guarantees the facts it is asked for: it writes H.264 MP4 with an AAC track at
 ``DELIVERED_FPS`` and the preset's output size for the job's aspect ratio, and refuses to
 deliver a file that is not exactly that (``actors.compositor.composite_video`` probes its own
 output). Its measured duration is stored as ``jobs.video_duration_s`` and the file size comes
@@ -24,6 +24,8 @@ from models.presets import UnknownPreset, get_preset
 # tests/coordinator/test_metadata_and_presets.py keeps the two equal.
 DELIVERED_FPS = 24
 VIDEO_CODEC = "h264"
+# Every ad has an AAC track (silent when it has neither voice nor music): actors.sound_mix.
+AUDIO_CODEC = "aac"
 CONTAINER = "mp4"
 
 
@@ -37,6 +39,6 @@ async def video_metadata(store: ObjectStore, job: Job) -> dict[str, Any]:
     except (UnknownPreset, KeyError):  # the preset was removed from this deployment
         width = height = None
     return {"jobId": job.id, "duration": job.video_duration_s, "width": width, "height": height,
-            "fps": DELIVERED_FPS, "codecs": {"video": VIDEO_CODEC, "audio": None},
+            "fps": DELIVERED_FPS, "codecs": {"video": VIDEO_CODEC, "audio": AUDIO_CODEC},
             "format": CONTAINER, "fileSize": size,
             "createdAt": as_utc(job.completed_at or job.updated_at)}

@@ -117,7 +117,7 @@ def test_auto_approve_runs_without_a_person(alice, farm, tmp_path):
     # The metadata endpoint says what the delivered file is.
     meta = alice.get(f"/api/v3/jobs/{done['id']}/metadata").json()["data"]
     assert (meta["width"], meta["height"], meta["fps"]) == (info.width, info.height, info.fps)
-    assert meta["codecs"] == {"video": info.video_codec, "audio": None} and not info.has_audio
+    assert meta["codecs"] == {"video": info.video_codec, "audio": "aac"} and info.has_audio
     assert meta["fileSize"] == len(served.content)
     assert abs(meta["duration"] - info.duration_s) < 0.1
 

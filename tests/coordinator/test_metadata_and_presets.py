@@ -33,7 +33,7 @@ def test_metadata_describes_the_delivered_video(alice, api, ratio):
     assert meta["jobId"] == job_id
     assert (meta["width"], meta["height"]) == (width, height)
     assert meta["fps"] == DELIVERED_FPS and meta["duration"] == 8.0
-    assert meta["codecs"] == {"video": "h264", "audio": None}  # the ads are silent
+    assert meta["codecs"] == {"video": "h264", "audio": "aac"}  # every ad has a sound track
     assert meta["format"] == "mp4" and meta["fileSize"] == len(data)
     job = get_job(alice, job_id)
     # When the video was delivered: after the job was created.
