@@ -1,5 +1,9 @@
 """The compositor: rendered scene clips + captions + a call-to-action card -> one H.264 ad.
 
+This module builds and runs the ffmpeg graph. The caption and card images come from
+:mod:`actors.caption_images` (fonts: :mod:`actors.fonts`), the frame plan from
+:mod:`actors.timeline`; the names callers used from here before the split are re-exported.
+
 Design notes
 ------------
 * **Text never reaches ffmpeg.** Captions and the call-to-action card are drawn with Pillow
@@ -9,18 +13,14 @@ Design notes
   graph with a character outside that vocabulary (quotes, backslashes, whitespace, ``%``,
   ``{``, ``$``...). No client string can become an ffmpeg option, a filter fragment or a
   path; ffmpeg's ``drawtext`` (and its escaping rules) is not used at all.
+* **Captions follow the voice.** A caption image is looped into a stream cut to the frames
+  :meth:`Timeline.caption_frames` gives (the whole scene, or the scene's voice line) and
+  shifted to their start, so the window is numbers in the graph, not an expression.
 * **One ffmpeg process per composite**, started from an argument list (no shell), with a
   hard time limit. The video and the thumbnail are written to temporary names next to their
   final paths and renamed into place only when ffmpeg succeeded, so a failure, timeout or
-  cancellation never leaves a half-written file under the final name.
-* **Timing is planned in frames** (:func:`plan_timeline`). Scene boundaries are
-  ``round(cumulative seconds * fps)``, so rounding never accumulates. A crossfade is an
-  ``xfade`` centred on the planned boundary: the outgoing scene is rendered longer by half
-  the overlap, the incoming one starts half the overlap early, and ``xfade`` takes the
-  overlap back when joining them. "fade" (through black) fades the outgoing scene out and
-  the incoming one in, back to back. Either way the ad lasts exactly
-  ``sum(scene durations) + cta duration`` (to the frame). The last scene's transition leads
-  into the call-to-action card.
+  cancellation never leaves a half-written file under the final name. The picture is all
+  this module makes (a silent MP4 and a thumbnail); sound is mixed in by a later pass.
 * **Short clips are looped** (``-stream_loop -1`` on the input, cut to the scene's frame count
   with ``trim``): a 1 s generated clip plays 4x in a 4 s scene. Looping keeps the motion
   alive; holding the last frame would freeze most of the scene. ``-xerror`` makes any
@@ -37,21 +37,23 @@ any, and with a plain string :func:`_checked_graph` checks exactly what ffmpeg w
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 import shutil
 import tempfile
 import time
-import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, ImageColor, ImageDraw, ImageFont
+from PIL import Image
 
+from actors.caption_images import draw_caption, parse_color, render_caption_image, render_cta_image
+from actors.composite_errors import CompositorError, CompositorInputError
 from actors.media_probe import (
     MediaError,
     MediaInfo,
@@ -61,6 +63,7 @@ from actors.media_probe import (
     probe_media,
     run_ffmpeg,
 )
+from actors.timeline import CROSSFADE_S, TRANSITIONS, Timeline, plan_timeline
 
 __all__ = [
     "CROSSFADE_S",
@@ -71,6 +74,7 @@ __all__ = [
     "MediaInfo",
     "SceneClip",
     "TRANSITIONS",
+    "Timeline",
     "composite_video",
     "encode_frames_to_mp4",
     "extract_frame",
@@ -81,9 +85,8 @@ __all__ = [
     "render_cta_image",
 ]
 
-TRANSITIONS = ("cut", "crossfade", "fade")
-CROSSFADE_S = 0.5
-_MAX_TEXT_CHARS = 500
+log = logging.getLogger(__name__)
+
 _X264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
 _BT709_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
                "-color_range", "tv"]
@@ -92,20 +95,14 @@ _TO_BT709 = "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p"
 _TAG_BT709 = "setparams=range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709"
 
 
-class CompositorError(MediaError):
-    """Compositing failed: ffmpeg's reason, a time limit, or unusable input."""
-
-
-class CompositorInputError(CompositorError, ValueError):
-    """The request itself is invalid (bad duration, colour, transition, size...)."""
-
-
 @dataclass(frozen=True)
 class SceneClip:
     clip_path: Path
     duration_s: float
     transition: str = "cut"  # into the next scene (the last scene: into the CTA card)
     caption: str = ""
+    # How long the scene's spoken line lasts (None: no voice-over): the caption shows for it.
+    voice_duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +119,8 @@ class CompositeResult:
     width: int
     height: int
     size_bytes: int
+    # What the captions or the card could not show (characters no font has, text cut to fit).
+    warnings: tuple[str, ...] = ()
 
 
 def _threads() -> str:
@@ -186,293 +185,6 @@ def encode_frames_to_mp4(frames: Sequence[Image.Image], fps: int, path: Path,
         partial.unlink(missing_ok=True)
 
 
-# ---- text -> images ---------------------------------------------------------------------------
-
-# Typographic characters a small font often lacks, with plain stand-ins.
-_STAND_INS = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-    "\u00ab": '"', "\u00bb": '"', "\u2039": "'", "\u203a": "'",
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
-    "\u2212": "-", "\u2026": "...", "\u2022": "*", "\u00b7": "*", "\u2122": "TM", "\u00ae": "(R)",
-    "\u00a9": "(C)", "\u20ac": "EUR", "\u00a3": "GBP", "\u00a5": "JPY",
-}
-_LINE_BREAKS = re.compile(r"\r\n|[\r\n\u0085\u2028\u2029\x0b\x0c]")
-
-
-class _TextFont:
-    """A Pillow font plus a cache of which characters it can actually draw."""
-
-    def __init__(self, size: int, font_path: Path | None):
-        if font_path is not None:
-            try:
-                self.font = ImageFont.truetype(os.fspath(font_path), size)
-            except OSError as exc:
-                raise CompositorInputError(f"cannot load font {font_path}: {exc}") from exc
-        else:
-            # Pillow's built-in font; scalable when Pillow has FreeType (checked in tests).
-            self.font = ImageFont.load_default(size=size)
-        self.size = size
-        self._notdef = self._signature("\uffff")
-        self._covered: dict[str, bool] = {}
-
-    def _signature(self, char: str):
-        mask = self.font.getmask(char)
-        return mask.size, bytes(mask), self.font.getlength(char)
-
-    def covers(self, char: str) -> bool:
-        known = self._covered.get(char)
-        if known is None:
-            known = char.isspace() or self._signature(char) != self._notdef
-            self._covered[char] = known
-        return known
-
-    def _wide_gap(self) -> float | None:
-        """The built-in font's space is so narrow at caption sizes that words run together;
-        then lines are laid out word by word with a wider gap. Fonts with a normal space
-        keep Pillow's own line layout (which also handles right-to-left scripts)."""
-        space = self.font.getlength(" ")
-        return self.size * 0.3 if space < self.size * 0.3 else None
-
-    def length(self, text: str) -> float:
-        gap = self._wide_gap()
-        if gap is None:
-            return self.font.getlength(text) if text else 0.0
-        words = text.split(" ")
-        return sum(self.font.getlength(word) for word in words if word) + gap * (len(words) - 1)
-
-    def draw_line(self, draw: ImageDraw.ImageDraw, x: float, y: float, line: str,
-                  **style) -> None:
-        gap = self._wide_gap()
-        if gap is None:
-            draw.text((x, y), line, font=self.font, **style)
-            return
-        for word in line.split(" "):
-            if word:
-                draw.text((x, y), word, font=self.font, **style)
-                x += self.font.getlength(word)
-            x += gap
-
-    def line_height(self) -> int:
-        ascent, descent = self.font.getmetrics()
-        return int(math.ceil((ascent + descent) * 1.1))
-
-
-def _drawable(text: str, font: _TextFont) -> str:
-    """Client text reduced to what ``font`` can draw: controls dropped, line breaks kept,
-    missing characters replaced by a plain stand-in or their base letters (é -> e), else
-    dropped (so no empty 'tofu' boxes in an ad)."""
-    text = unicodedata.normalize("NFC", str(text))
-    text = _LINE_BREAKS.sub("\n", text)[: _MAX_TEXT_CHARS * 2]
-    out: list[str] = []
-    for char in text:
-        if char == "\n":
-            out.append(char)
-        elif char.isspace():
-            out.append(" ")
-        elif unicodedata.category(char).startswith("C"):
-            continue  # controls, format chars (bidi overrides, joiners), surrogates, unassigned
-        elif font.covers(char):
-            out.append(char)
-        elif char in _STAND_INS and all(font.covers(c) for c in _STAND_INS[char]):
-            out.append(_STAND_INS[char])
-        else:
-            base = [c for c in unicodedata.normalize("NFKD", char)
-                    if not unicodedata.combining(c) and font.covers(c) and not c.isspace()]
-            out.extend(base)
-    lines = [" ".join(line.split()) for line in "".join(out).split("\n")]
-    return "\n".join(line for line in lines if line)[:_MAX_TEXT_CHARS]
-
-
-def _wrap(text: str, font: _TextFont, max_width: float) -> list[str]:
-    lines: list[str] = []
-    for paragraph in text.split("\n"):
-        current = ""
-        for word in paragraph.split(" "):
-            candidate = f"{current} {word}" if current else word
-            if font.length(candidate) <= max_width:
-                current = candidate
-                continue
-            if current:
-                lines.append(current)
-            # A word wider than the line is broken between characters.
-            current = ""
-            for char in word:
-                if current and font.length(current + char) > max_width:
-                    lines.append(current)
-                    current = ""
-                current += char
-        if current:
-            lines.append(current)
-    return lines
-
-
-def _limit_lines(lines: list[str], max_lines: int, font: _TextFont, max_width: float) -> list[str]:
-    if len(lines) <= max_lines:
-        return lines
-    kept = lines[:max_lines]
-    last = kept[-1]
-    while last and font.length(last.rstrip() + "...") > max_width:
-        last = last[:-1]
-    kept[-1] = last.rstrip() + "..."
-    return kept
-
-
-def _parse_color(value: str, what: str) -> tuple[int, int, int]:
-    """``#rrggbb`` (also ``#rgb``, CSS names, ``rgb()``/``hsl()``; alpha ignored). Colours
-    only ever reach Pillow, never ffmpeg."""
-    if isinstance(value, str) and len(value) <= 64:
-        try:
-            return ImageColor.getrgb(value.strip())[:3]
-        except ValueError:
-            pass
-    raise CompositorInputError(f"{what} must be a colour like #1a2b3c")
-
-
-def render_caption_image(text: str, width: int, height: int, path: Path, *,
-                         font_path: Path | None = None) -> tuple[int, int] | None:
-    """Draws a caption (white text on a translucent dark box) sized for a ``width`` x
-    ``height`` frame into an RGBA PNG at ``path``. Returns where its top-left corner goes in
-    the frame (horizontally centred, inside the bottom third), or None if nothing is drawable.
-    """
-    size = max(10, round(min(width, height) * 0.06))
-    font = _TextFont(size, font_path)
-    text = _drawable(text, font)
-    if not text:
-        return None
-    stroke = size // 14  # an outline only where it does not fill the gaps between letters
-    pad_x, pad_y = round(size * 0.5) + stroke, round(size * 0.25) + stroke
-    margin = max(2, round(height * 0.05))
-    max_width = width * 0.92 - 2 * pad_x
-    line_h = font.line_height()
-    room = height // 3 - margin - 2 * pad_y
-    lines = _limit_lines(_wrap(text, font, max_width), max(1, room // line_h), font, max_width)
-    box_w = min(width, int(math.ceil(max(font.length(line) for line in lines))) + 2 * pad_x)
-    box_h = min(height, len(lines) * line_h + 2 * pad_y)
-    image = Image.new("RGBA", (box_w, box_h), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(image)
-    draw.rounded_rectangle((0, 0, box_w - 1, box_h - 1), radius=max(2, size // 3),
-                           fill=(0, 0, 0, 150))
-    for row, line in enumerate(lines):
-        x = (box_w - font.length(line)) / 2
-        font.draw_line(draw, x, pad_y + row * line_h, line, fill=(255, 255, 255, 255),
-                       stroke_width=stroke, stroke_fill=(0, 0, 0, 255))
-    image.save(path, format="PNG")
-    x = max(0, (width - box_w) // 2) & ~1
-    y = max(0, height - margin - box_h) & ~1
-    return x, y
-
-
-def render_cta_image(card: CallToActionCard, width: int, height: int, path: Path, *,
-                     font_path: Path | None = None) -> None:
-    """Draws the full-frame call-to-action card (brand background, centred text) as a PNG."""
-    background = _parse_color(card.background_color, "background_color")
-    foreground = _parse_color(card.text_color, "text_color")
-    image = Image.new("RGB", (width, height), background)
-    max_w, max_h = width * 0.8, height * 0.7
-    size = max(12, round(min(width, height) * 0.15))
-    while True:
-        font = _TextFont(size, font_path)
-        text = _drawable(card.text, font)
-        lines = _wrap(text, font, max_w) if text else []
-        line_h = font.line_height()
-        if len(lines) * line_h <= max_h or size <= 10:
-            break
-        size = max(10, int(size * 0.85))
-    lines = _limit_lines(lines, max(1, int(max_h // line_h)), font, max_w)
-    if lines:
-        draw = ImageDraw.Draw(image)
-        top = (height - len(lines) * line_h) / 2
-        for row, line in enumerate(lines):
-            # A stroke in the text colour makes the regular-weight font bold enough to
-            # survive chroma subsampling at small sizes.
-            font.draw_line(draw, (width - font.length(line)) / 2, top + row * line_h, line,
-                           fill=foreground, stroke_width=max(1, round(size / 24)),
-                           stroke_fill=foreground)
-    image.save(path, format="PNG")
-
-
-# ---- timeline ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """The frame plan.
-
-    ``boundaries[k]`` is the frame where segment k (the scenes, then the CTA card) is planned
-    to end. Junction k joins segment k to k+1:
-
-    * ``cut``: back to back.
-    * ``crossfade``: an ``xfade`` over ``overlaps[k]`` frames centred on ``boundaries[k]``
-      (it starts at ``offsets[k]``), so half the blend lies on each side of the planned cut.
-    * ``fade``: segment k fades out to black over its last ``fades[k]`` frames and segment
-      k+1 fades in over its first ``fades[k]`` frames; no overlap, black at the boundary.
-
-    Segment k is rendered ``rendered[k]`` frames long: its planned frames plus the half
-    overlaps it lends to neighbouring crossfades, which ``xfade`` takes back when joining.
-    """
-
-    fps: int
-    boundaries: list[int]
-    rendered: list[int]
-    kinds: list[str]
-    overlaps: list[int]
-    offsets: list[int]
-    fades: list[int]
-
-    @property
-    def total_frames(self) -> int:
-        return self.boundaries[-1]
-
-
-def plan_timeline(durations: Sequence[float], transitions: Sequence[str], cta_duration_s: float,
-                  fps: int, crossfade_s: float = CROSSFADE_S) -> Timeline:
-    """Plans frame counts so the output is ``round((sum(durations) + cta) * fps)`` frames,
-    whatever the transitions: a crossfade overlaps two segments that were each rendered
-    longer by their share of the overlap, so joining them gives the time back exactly."""
-    if len(durations) != len(transitions):
-        raise CompositorInputError("one transition per scene is required")
-    if not isinstance(crossfade_s, (int, float)) or not 0 <= crossfade_s < 60:
-        raise CompositorInputError("crossfade_s must be between 0 and 60 seconds")
-    boundaries: list[int] = []
-    elapsed = 0.0
-    for index, seconds in enumerate([*durations, cta_duration_s]):
-        what = "call-to-action card" if index == len(durations) else f"scene {index}"
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-                or not math.isfinite(seconds) or not 0 < seconds <= 3600:
-            raise CompositorInputError(f"{what}: duration must be between 0 and 3600 seconds")
-        elapsed += float(seconds)
-        boundaries.append(round(elapsed * fps))
-        previous = boundaries[-2] if len(boundaries) > 1 else 0
-        if boundaries[-1] - previous < 1:
-            raise CompositorInputError(f"{what}: duration {seconds:g} s is shorter than a frame")
-    planned = [b - a for a, b in zip([0, *boundaries[:-1]], boundaries)]
-    kinds: list[str] = []
-    overlaps: list[int] = []
-    fades: list[int] = []
-    for index, transition in enumerate(transitions):
-        kind = str(transition).strip().lower() if transition is not None else "cut"
-        if kind not in TRANSITIONS:
-            raise CompositorInputError(
-                f"scene {index}: unknown transition (expected one of {', '.join(TRANSITIONS)})")
-        # A transition takes at most half of either neighbour, so two never collide.
-        room = min(planned[index], planned[index + 1]) // 2
-        overlap = fade = 0
-        if kind == "crossfade" and crossfade_s > 0:
-            overlap = min(max(1, round(crossfade_s * fps)), room)
-        elif kind == "fade" and crossfade_s > 0:
-            fade = min(max(1, round(crossfade_s * fps / 2)), room)
-        kinds.append(kind if overlap or fade else "cut")
-        overlaps.append(overlap)
-        fades.append(fade)
-    before = [overlap // 2 for overlap in overlaps]  # blend frames before the boundary
-    after = [overlap - half for overlap, half in zip(overlaps, before)]
-    rendered = [frames + (after[k] if k < len(after) else 0) + (before[k - 1] if k else 0)
-                for k, frames in enumerate(planned)]
-    offsets = [boundary - half for boundary, half in zip(boundaries, before)]
-    return Timeline(fps, boundaries, rendered, kinds, overlaps, offsets, fades)
-
-
 # ---- the composite ----------------------------------------------------------------------------
 
 _GRAPH_VOCABULARY = re.compile(r"[A-Za-z0-9_\[\]=:;,.()/*+\-]+")
@@ -516,9 +228,11 @@ def composite_video(
     transitions) and the call-to-action card into an H.264 MP4 at ``output_path``, plus a JPEG
     thumbnail (a frame from the middle of the first scene) at ``thumbnail_path``.
 
-    ``font_path`` (or ``$RENDERFARM_CAPTION_FONT``) selects a TrueType font for captions and the
-    card; by default Pillow's built-in font is used, which covers Latin text only — characters
-    it cannot draw are replaced by their base letters or left out.
+    Captions and the card are set in the bundled caption fonts (:mod:`actors.fonts`);
+    ``font_path`` (or ``$RENDERFARM_CAPTION_FONT``) puts a font of the operator's first in
+    their fallback chain. A scene with ``voice_duration_s`` shows its caption while its line
+    is spoken (see :meth:`Timeline.caption_frames`). Characters no font has and text cut to
+    fit are logged and listed in the result's ``warnings``.
     """
     started = time.monotonic()
     if not scenes:
@@ -535,8 +249,14 @@ def composite_video(
         raise CompositorInputError("output_path and thumbnail_path must differ")
     if font_path is None and os.environ.get("RENDERFARM_CAPTION_FONT"):
         font_path = Path(os.environ["RENDERFARM_CAPTION_FONT"])
-    _parse_color(cta.background_color, "background_color")
-    _parse_color(cta.text_color, "text_color")
+    parse_color(cta.background_color, "background_color")
+    parse_color(cta.text_color, "text_color")
+    for index, scene in enumerate(scenes):
+        voice = scene.voice_duration_s
+        if voice is not None and (isinstance(voice, bool) or not isinstance(voice, (int, float))
+                                  or not math.isfinite(voice) or not 0 < voice <= 3600):
+            raise CompositorInputError(
+                f"scene {index}: voice_duration_s must be between 0 and 3600 seconds")
     clips = [Path(scene.clip_path) for scene in scenes]
     for index, clip in enumerate(clips):
         if not clip.is_file():
@@ -551,8 +271,10 @@ def composite_video(
     partial_video = _partial_name(output_path)
     partial_thumb = _partial_name(thumbnail_path)
     try:
-        args, graph, inputs = _build_command(scenes, cta, timeline, scratch, width, height,
-                                             fps, font_path)
+        args, graph, inputs, warnings = _build_command(scenes, cta, timeline, scratch, width,
+                                                       height, fps, font_path)
+        for warning in warnings:
+            log.warning("composite: %s", warning)
         thumb_frame = min(timeline.boundaries[0] // 2, timeline.total_frames - 1)
         graph += (f";[final]{_TAG_BT709},split=2[vout][tsrc];[tsrc]trim=start_frame={thumb_frame}"
                   f":end_frame={thumb_frame + 1},setpts=PTS-STARTPTS,"
@@ -592,7 +314,7 @@ def composite_video(
         partial_thumb.unlink(missing_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return CompositeResult(duration_s=info.duration_s, width=width, height=height,
-                           size_bytes=size_bytes)
+                           size_bytes=size_bytes, warnings=tuple(warnings))
 
 
 def _name_inputs(message: str, inputs: Sequence[str]) -> str:
@@ -606,13 +328,14 @@ def _name_inputs(message: str, inputs: Sequence[str]) -> str:
 
 def _build_command(scenes: Sequence[SceneClip], cta: CallToActionCard, timeline: Timeline,
                    scratch: Path, width: int, height: int, fps: int,
-                   font_path: Path | None) -> tuple[list[str], str, list[str]]:
-    """Input arguments, the filter graph (ending in the ``[final]`` label) and what each
-    input is. ``-xerror`` makes any demux/decode error fatal: a damaged clip fails the job
+                   font_path: Path | None) -> tuple[list[str], str, list[str], list[str]]:
+    """Input arguments, the filter graph (ending in the ``[final]`` label), what each input
+    is, and what the captions and card could not show. ``-xerror`` makes any demux/decode error fatal: a damaged clip fails the job
     with ffmpeg's reason instead of being looped forever or shipped with broken frames."""
     args = ["-nostdin", "-v", "error", "-xerror", "-y"]
     chains: list[str] = []
     inputs: list[str] = []
+    warnings: list[str] = []
 
     def add_input(what: str, *input_args: str) -> int:
         args.extend(input_args)
@@ -640,18 +363,26 @@ def _build_command(scenes: Sequence[SceneClip], cta: CallToActionCard, timeline:
         chain = (f"[{clip}:v:0]setpts=PTS-STARTPTS,fps={fps},"
                  f"trim=end_frame={timeline.rendered[index]},setpts=PTS-STARTPTS,{fit}")
         caption_png = scratch / f"caption_{index:03d}.png"
-        where = render_caption_image(scene.caption or "", width, height, caption_png,
-                                     font_path=font_path)
-        if where is not None:
+        caption = draw_caption(scene.caption or "", width, height, caption_png,
+                               font_path=font_path)
+        warnings.extend(f"scene {index}'s caption: {note}" for note in caption.problems())
+        if caption.position is not None:
+            x, y = caption.position
+            first, end = timeline.caption_frames(index, scene.voice_duration_s)
             image = add_input(f"scene {index}'s caption image", "-f", "image2",
-                              "-pattern_type", "none", "-i", ffmpeg_path_arg(caption_png))
+                              "-pattern_type", "none", "-loop", "1", "-framerate", str(fps),
+                              "-i", ffmpeg_path_arg(caption_png))
+            # The caption as a stream of exactly its window's frames, starting where it shows.
+            chains.append(f"[{image}:v:0]fps={fps},trim=end_frame={end - first},"
+                          f"setpts=PTS-STARTPTS+{_seconds(first, fps)}/TB[caption{index}]")
             chains.append(f"{chain}[base{index}]")
-            chain = (f"[base{index}][{image}:v:0]overlay=x={where[0]}:y={where[1]}"
-                     f":eof_action=repeat:format=auto,format=yuv420p")
+            chain = (f"[base{index}][caption{index}]overlay=x={x}:y={y}"
+                     f":eof_action=pass:format=auto,format=yuv420p")
         chains.append(f"{chain}{fades(index)}[seg{index}]")
 
     card_png = scratch / "cta.png"
-    render_cta_image(cta, width, height, card_png, font_path=font_path)
+    card_image = render_cta_image(cta, width, height, card_png, font_path=font_path)
+    warnings.extend(f"the call-to-action card: {note}" for note in card_image.problems())
     card = add_input("the call-to-action card image", "-f", "image2", "-pattern_type", "none",
                      "-loop", "1", "-framerate", str(fps), "-i", ffmpeg_path_arg(card_png))
     last = len(scenes)
@@ -670,4 +401,4 @@ def _build_command(scenes: Sequence[SceneClip], cta: CallToActionCard, timeline:
         else:
             chains.append(f"[{joined}][{incoming}]concat=n=2:v=1:a=0,settb=1/{fps}[{out}]")
         joined = out
-    return args, ";".join(chains), inputs
+    return args, ";".join(chains), inputs, warnings

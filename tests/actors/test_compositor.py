@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFont
+from PIL import Image
 
 import actors.compositor as compositor
 from actors.compositor import (
@@ -23,6 +23,7 @@ from actors.compositor import (
     probe_media,
     render_caption_image,
 )
+from actors.caption_images import caption_safe_area, draw_caption
 from actors.media_probe import MediaError
 from tests.jobs_helpers import caption_match
 
@@ -99,14 +100,6 @@ def _composite(tmp_path: Path, scenes, cta=None, **kwargs):
 # ---- building blocks --------------------------------------------------------------------------
 
 
-def test_pillow_default_font_is_scalable():
-    # Captions must stay legible at 720p/1080p: the built-in font has to be FreeType, not
-    # the fixed 11 px bitmap font Pillow falls back to without FreeType.
-    font = ImageFont.load_default(size=40)
-    assert isinstance(font, ImageFont.FreeTypeFont)
-    assert font.getbbox("Hg")[3] > 30
-
-
 def test_encode_frames_to_mp4_writes_h264_with_every_frame(tmp_path, clips):
     info = probe_media(clips[0], exact=True)
     assert (info.video_codec, info.width, info.height, info.fps) == ("h264", 64, 64, 8.0)
@@ -145,14 +138,20 @@ def test_timeline_always_adds_up(durations, transitions):
 
 
 def test_caption_rendering_survives_any_text(tmp_path):
-    where = render_caption_image(HOSTILE_CAPTION * 5, 256, 144, tmp_path / "c.png")
-    assert where is not None
+    caption = draw_caption(HOSTILE_CAPTION * 5, 256, 144, tmp_path / "c.png")
+    assert caption.position is not None and caption.truncated
     image = Image.open(tmp_path / "c.png")
-    x, y = where
-    assert image.mode == "RGBA" and x + image.width <= 256 and y >= 144 * 2 // 3 - 1
-    assert y + image.height <= 144
-    # Nothing drawable (the built-in font has no emoji): no overlay at all, no tofu boxes.
-    assert render_caption_image("\U0001f680 \u200d\n\t", 256, 144, tmp_path / "e.png") is None
+    x, y = caption.position
+    area = caption_safe_area(256, 144)
+    assert image.mode == "RGBA" and area.left <= x and x + image.width <= area.right
+    assert y >= 144 * 2 // 3 - 1 and y + image.height <= area.bottom
+    # The caption fonts have no emoji: they are reported, not drawn as empty boxes.
+    assert caption.uncovered == ["\U0001f680", "\U0001f600"]
+    assert any("U+1F680 ROCKET" in note for note in caption.problems())
+    # Nothing drawable: no overlay at all, and the reason is reported.
+    empty = draw_caption("\U0001f680 \u200d\n\t", 256, 144, tmp_path / "e.png")
+    assert empty.position is None and empty.uncovered == ["\U0001f680"]
+    assert render_caption_image("\U0001f680", 256, 144, tmp_path / "e.png") is None
 
 
 # ---- the composite ----------------------------------------------------------------------------
@@ -224,6 +223,9 @@ def test_hostile_caption_is_drawn_and_never_reaches_ffmpeg(tmp_path, clips, monk
     hostile, out, thumb = _composite(
         tmp_path / "hostile", [SceneClip(clips[0], 1.0, "crossfade", HOSTILE_CAPTION)], cta)
     assert hostile.duration_s == pytest.approx(1.5, abs=2 / FPS)
+    # What no caption font has (the emoji) is reported with the result, not lost silently.
+    assert any("scene 0's caption" in note and "U+1F680" in note for note in hostile.warnings)
+    assert plain.warnings and all("scene" not in note for note in plain.warnings)
 
     # Not a single client fragment appears in any ffmpeg argument (options, graph, paths).
     fragments = ["%{pts}", "[in]", "drawtext", "price", "rm -rf", "passwd", "quote", "Shop",
