@@ -60,7 +60,8 @@ def composite_task(settings: Settings, clips: list[ClipPlan], cta: CallToActionC
             path = workdir / f"clip_{index:03d}.mp4"
             objects.download_to(clip.clip_key, path)
             scene_clips.append(SceneClip(clip_path=path, duration_s=clip.duration_s,
-                                         transition=clip.transition, caption=clip.caption))
+                                         transition=clip.transition, caption=clip.caption,
+                                         voice_duration_s=clip.voice_duration_s))
         output, thumbnail = workdir / "video.mp4", workdir / "thumbnail.jpg"
         started = time.perf_counter()
         result = composite_video(scene_clips, cta, output, thumbnail, width=width, height=height,
