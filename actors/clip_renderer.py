@@ -83,6 +83,10 @@ class ClipRenderer:
         """How many times each recent request was rendered on this replica, by seed."""
         return dict(self._shared.renders_by_seed)
 
+    def recent_arrivals_by_seed(self) -> dict[int, float]:
+        """When each recent request first reached this replica (epoch seconds), by seed."""
+        return dict(self._shared.arrivals_by_seed)
+
     async def _render(self, request: ClipRequest) -> ClipResult:
         preset = get_preset(request.preset)
         image = Image.open(io.BytesIO(request.image_png)).convert("RGB")

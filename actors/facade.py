@@ -41,10 +41,12 @@ JOBS_GAUGE_EVERY = 5
 
 
 class RayJobRunner:
-    def __init__(self, settings: Settings, images: Any, clips: Any, placement: Placement):
+    def __init__(self, settings: Settings, images: Any, clips: Any, placement: Placement,
+                 audio: Any = None):
         self.settings = settings
         self.images = images
         self.clips = clips
+        self.audio = audio  # the AudioRenderer handle (voice-over, music); None: a silent farm
         self.placement = placement
         self._pokes: set[asyncio.Task] = set()  # strong references until they finish
         self._idle_hosts: list[Any] = []  # started job hosts no job has taken yet
@@ -88,7 +90,8 @@ class RayJobRunner:
         # Detached: a job outlives the API replica that handed it out.
         return JobActor.options(name=name, namespace=ACTOR_NAMESPACE, lifetime="detached",
                                 **self.placement.job_actor).remote(
-            None, self.settings, self.images, self.clips, self.placement, host=name, owner=owner)
+            None, self.settings, self.images, self.clips, self.placement, host=name, owner=owner,
+            audio=self.audio)
 
     async def _started_host(self) -> Any:
         # Creating a named actor is a blocking call to the cluster.
@@ -114,7 +117,7 @@ class RayJobRunner:
 
     async def _take_host(self) -> Any:
         """An idle host (warm), else one started now (the cost the pool exists to hide)."""
-        host = self._idle_hosts.pop() if self._idle_hosts else None
+        host = self._idle_hosts.pop(0) if self._idle_hosts else None  # oldest first
         self._refill()
         return host if host is not None else await self._started_host()
 

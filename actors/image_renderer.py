@@ -82,6 +82,10 @@ class ImageRenderer:
         """How many times each recent request was rendered on this replica, by seed."""
         return dict(self._shared.renders_by_seed)
 
+    def recent_arrivals_by_seed(self) -> dict[int, float]:
+        """When each recent request first reached this replica (epoch seconds), by seed."""
+        return dict(self._shared.arrivals_by_seed)
+
     async def _render_loaded(self, request: ImageRequest) -> ImageResult:
         # The model is loaded (or found) before the request joins a batch, so a load holds up
         # only the requests for its own preset, never a batch of presets already loaded.

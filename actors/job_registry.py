@@ -3,7 +3,9 @@ named actors live too), so every API replica and a host Ray restarted after a cr
 
 Two entries per job being driven: ``job/<job id>`` → host name (claimed with put-if-absent, so
 two API replicas racing for one job agree on one host) and ``host/<host name>`` → job id (how a
-restarted host knows which job it had). The host removes both when it ends.
+restarted host knows which job it had). The host removes both when it ends. ``hosts/<job id>``
+lists every host that has driven the job, in order (for operators and tests asking which actors
+ran a job); it is one small entry per job and is not pruned yet.
 
 Ray's ``internal_kv`` is what Serve and Tune keep their own state in; it is blocking, so
 callers on an event loop run these functions in a thread.
@@ -38,7 +40,17 @@ def claim(job_id: str, host_name: str) -> bool:
     if existed and host_of(job_id) != host_name:
         return False
     internal_kv._internal_kv_put(f"host/{host_name}", job_id, namespace=NAMESPACE)
+    earlier = hosts_of(job_id)
+    if host_name not in earlier:
+        internal_kv._internal_kv_put(f"hosts/{job_id}", "\n".join([*earlier, host_name]),
+                                     namespace=NAMESPACE)
     return True
+
+
+def hosts_of(job_id: str) -> list[str]:
+    """Every host that has driven the job, the first first."""
+    value = _text(internal_kv._internal_kv_get(f"hosts/{job_id}", namespace=NAMESPACE))
+    return value.split("\n") if value else []
 
 
 def release(job_id: str, host_name: str) -> None:

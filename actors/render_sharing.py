@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
@@ -43,8 +44,16 @@ class SharedRenders:
         # Times each recent request was actually rendered, by its seed (which names a job's
         # scene version): what an operator checks to see re-sent work was adopted.
         self.renders_by_seed: OrderedDict[int, int] = OrderedDict()
+        # When each recent seed first reached this replica (wall clock, seconds since the epoch):
+        # how a benchmark sees, from the renderer's side, when a job's first request arrived.
+        self.arrivals_by_seed: OrderedDict[int, float] = OrderedDict()
 
     async def run(self, request: Any, render: Callable[[], Awaitable[Any]]) -> Any:
+        seed = getattr(request, "seed", None)
+        if seed is not None and seed not in self.arrivals_by_seed:
+            self.arrivals_by_seed[seed] = time.time()
+            while len(self.arrivals_by_seed) > 4 * self.keep:
+                self.arrivals_by_seed.popitem(last=False)
         key = request_digest(request)
         if key in self._finished:
             self._finished.move_to_end(key)
