@@ -44,6 +44,7 @@ __all__ = ["ChainFont", "Run", "TextSetter", "caption_fonts", "FontLoadError"]
 # Format characters kept in the text: zero-width non-joiner and joiner change Arabic shaping.
 _KEPT_FORMAT = {"\u200c", "\u200d"}
 _NEUTRAL_CATEGORIES = ("Z", "P", "S", "N", "M")
+_REMOVED_BY_X9 = {"BN", "LRE", "RLE", "LRO", "RLO", "PDF"}
 
 
 class FontLoadError(ValueError):
@@ -105,16 +106,25 @@ def _is_neutral(char: str) -> bool:
 
 def _embedding_levels(text: str, rtl_paragraph: bool) -> list[int]:
     """UAX #9 resolved levels (rules P to I) of one line, through python-bidi's Python
-    implementation of the algorithm (its top-level API returns only the reordered string)."""
+    implementation of the algorithm (its top-level API returns only the reordered string).
+    Rule X9 takes the characters of class BN (ZWJ, ZWNJ) and the explicit embeddings out of
+    the analysis; each gets the level of the character before it, as UAX #9 suggests."""
+    base = 1 if rtl_paragraph else 0
+    analysed = [index for index, char in enumerate(text)
+                if unicodedata.bidirectional(char) not in _REMOVED_BY_X9]
     storage = bidi_algorithm.get_empty_storage()
-    storage["base_level"] = 1 if rtl_paragraph else 0
+    storage["base_level"] = base
     storage["base_dir"] = "R" if rtl_paragraph else "L"
-    bidi_algorithm.get_embedding_levels(text, storage)
+    bidi_algorithm.get_embedding_levels("".join(text[index] for index in analysed), storage)
     bidi_algorithm.explicit_embed_and_overrides(storage)
     bidi_algorithm.resolve_weak_types(storage)
     bidi_algorithm.resolve_neutral_types(storage, False)
     bidi_algorithm.resolve_implicit_levels(storage, False)
-    return [char["level"] for char in storage["chars"]]
+    resolved = dict(zip(analysed, (char["level"] for char in storage["chars"])))
+    levels: list[int] = []
+    for index in range(len(text)):
+        levels.append(resolved.get(index, levels[-1] if levels else base))
+    return levels
 
 
 def _visual_order(levels: Sequence[int]) -> list[int]:
