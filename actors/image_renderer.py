@@ -5,6 +5,7 @@ requests batched into one pipeline call per preset."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import time
@@ -12,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 from ray import serve
 from ray.util import metrics
 
@@ -100,20 +102,23 @@ class ImageRenderer:
         results: list[ImageResult | None] = [None] * len(requests)
         # Serve splits batches by multiplexed model id; grouping by preset here as well keeps
         # a batch from callers that set none correct. One pipeline call per compatible group
-        # (same model, size and negative prompt).
-        groups: dict[tuple[str, int, int, str | None], list[int]] = defaultdict(list)
+        # (same model, size, negative prompt and reference image: a call conditions all its
+        # images on one reference, or on none).
+        groups: dict[tuple[str, int, int, str | None, str | None], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            groups[(request.preset, request.width, request.height,
-                    request.negative_prompt)].append(index)
-        for (preset, width, height, negative), indices in groups.items():
+            groups[(request.preset, request.width, request.height, request.negative_prompt,
+                    _digest(request.reference_png))].append(index)
+        for (preset, width, height, negative, _), indices in groups.items():
             model = models[indices[0]]
+            # Decoded once per group, however many of its scenes share it.
+            reference = _decoded(requests[indices[0]].reference_png)
             self.models.note("render_started", preset)
             started = time.perf_counter()
             # The pipeline call blocks for the whole denoising loop: keep it off the event loop
             # so health checks and new requests are still answered.
             images = await asyncio.to_thread(
                 model.render, [requests[i].prompt for i in indices],
-                [requests[i].seed for i in indices], width, height, negative)
+                [requests[i].seed for i in indices], width, height, negative, reference)
             elapsed = time.perf_counter() - started
             self._render_seconds.observe(elapsed, tags={"preset": preset})
             self._images_rendered.inc(len(indices), tags={"preset": preset})
@@ -138,6 +143,18 @@ class ImageRenderer:
     def check_health(self) -> None:
         if not self.models:
             raise RuntimeError("the default image model is not loaded and warmed up yet")
+
+
+def _digest(png: bytes | None) -> str | None:
+    return hashlib.sha256(png).hexdigest() if png is not None else None
+
+
+def _decoded(png: bytes | None) -> PIL.Image.Image | None:
+    # The job actor sends a PNG it framed itself from a checked asset (within the image limits).
+    if png is None:
+        return None
+    with PIL.Image.open(io.BytesIO(png)) as image:
+        return image.convert("RGB")
 
 
 def _warm_up(model: ImageModel, preset: RenderPreset) -> None:

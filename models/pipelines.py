@@ -22,9 +22,10 @@ from typing import Any
 
 import diffusers
 import PIL.Image
+import PIL.ImageOps
 import torch
 import transformers
-from diffusers import DiffusionPipeline
+from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 from diffusers.utils import deprecation_utils
 
 from models import tiny
@@ -72,6 +73,9 @@ class ImageModel:
         self.preset = preset  # named in out-of-memory errors
         # Prompts longer than the text encoder reads are fitted to it, not cut off silently.
         self._prompts = _prompt_fitter(pipeline)
+        # Scenes conditioned on a reference image denoise from it: the image-to-image pipeline
+        # of the same family, built from the loaded components (no second copy of the weights).
+        self._from_reference = _image_to_image(pipeline) if spec.reference == "img2img" else None
         # A pipeline's scheduler keeps per-call state, so two threads must not share a call.
         self._lock = threading.Lock()
 
@@ -82,8 +86,14 @@ class ImageModel:
         width: int,
         height: int,
         negative_prompt: str | None = None,
+        reference: PIL.Image.Image | None = None,
     ) -> list[PIL.Image.Image]:
         """One image per prompt, rendered in one batched pipeline call.
+
+        With a ``reference`` (a product or character the images must keep), every image of
+        the call is conditioned on it as the preset says (``image.reference``: img2img starts
+        denoising from the reference, cropped to width x height, at ``reference_strength``);
+        a preset without reference support raises ``ValueError``.
 
         Prompts are used as given (apply ``apply_prompt_template`` first), except that one
         longer than the text encoder reads loses its last phrases (``models.prompts``, logged).
@@ -97,21 +107,27 @@ class ImageModel:
             return []
         _check_size(width, height)
         negative = self.spec.negative_prompt if negative_prompt is None else negative_prompt
+        if reference is not None:
+            if self._from_reference is None:
+                raise ValueError(f"preset {self.preset or '?'} does not condition images on a "
+                                 "reference (image.reference is none)")
+            reference = _framed(reference, width, height)
         prompts = [self._prompts.fit(prompt) for prompt in prompts]
         negative = self._prompts.fit(negative, "negative prompt") if negative else negative
         with self._lock, torch.inference_mode():
             try:
-                images = self._denoise(prompts, seeds, width, height, negative)
+                images = self._denoise(prompts, seeds, width, height, negative, reference)
             except torch.cuda.OutOfMemoryError as exc:
-                images = self._retry_one_at_a_time(prompts, seeds, width, height, negative, exc)
+                images = self._retry_one_at_a_time(prompts, seeds, width, height, negative,
+                                                   reference, exc)
         return [image.convert("RGB") for image in images]
 
     def _denoise(self, prompts: list[str], seeds: list[int], width: int, height: int,
-                 negative: str | None) -> list[PIL.Image.Image]:
+                 negative: str | None, reference: PIL.Image.Image | None = None
+                 ) -> list[PIL.Image.Image]:
+        pipeline = self.pipeline
         kwargs: dict[str, Any] = {
             "prompt": list(prompts),
-            "width": width,
-            "height": height,
             "num_inference_steps": self.spec.steps,
             "guidance_scale": self.spec.guidance_scale,
             # One generator per prompt: each image's noise depends on its own seed only,
@@ -121,10 +137,17 @@ class ImageModel:
         }
         if negative:
             kwargs["negative_prompt"] = [negative] * len(prompts)
-        return self.pipeline(**kwargs).images
+        if reference is None:
+            kwargs.update(width=width, height=height)
+        else:
+            # The output takes the reference's size, already framed to width x height.
+            pipeline = self._from_reference
+            kwargs.update(image=[reference] * len(prompts), strength=self.spec.reference_strength)
+        return pipeline(**kwargs).images
 
     def _retry_one_at_a_time(self, prompts: list[str], seeds: list[int], width: int, height: int,
-                             negative: str | None, exc: BaseException) -> list[PIL.Image.Image]:
+                             negative: str | None, reference: PIL.Image.Image | None,
+                             exc: BaseException) -> list[PIL.Image.Image]:
         """After the GPU ran out of memory: once more, one image per call (each from its own
         seed, as in the batch), then give up with an error an operator can act on."""
         _release_cuda_memory()
@@ -135,7 +158,7 @@ class ImageModel:
                     len(prompts), self.preset)
         try:
             return [image for prompt, seed in zip(prompts, seeds)
-                    for image in self._denoise([prompt], [seed], width, height, negative)]
+                    for image in self._denoise([prompt], [seed], width, height, negative, reference)]
         except torch.cuda.OutOfMemoryError as again:
             _release_cuda_memory()
             raise GpuOutOfMemory(out_of_memory_message(
@@ -349,6 +372,26 @@ def _prompt_fitter(pipeline: DiffusionPipeline, sequence_length: int | None = No
     encoders = [type(getattr(pipeline, name.replace("tokenizer", "text_encoder"), None)).__name__
                 for name in names]
     return PromptFitter(tokenizers, min(limits), " and ".join(dict.fromkeys(encoders)))
+
+
+def _image_to_image(pipeline: DiffusionPipeline) -> DiffusionPipeline:
+    """The image-to-image pipeline of ``pipeline``'s family (SD, SDXL, ...) over the same
+    loaded components; diffusers knows which class that is."""
+    try:
+        from_reference = AutoPipelineForImage2Image.from_pipe(pipeline)
+    except ValueError as exc:  # a family with no image-to-image pipeline
+        raise PresetError(f"image.reference img2img: {type(pipeline).__name__} has no "
+                          f"image-to-image pipeline ({exc}); set image.reference: none") from None
+    from_reference.set_progress_bar_config(disable=True)
+    return from_reference
+
+
+def _framed(reference: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
+    # Centre-cropped to fill the frame; a no-op when the job actor already framed it.
+    reference = reference.convert("RGB")
+    if reference.size == (width, height):
+        return reference
+    return PIL.ImageOps.fit(reference, (width, height), method=PIL.Image.Resampling.LANCZOS)
 
 
 def _call_default(pipeline: DiffusionPipeline, name: str) -> Any:

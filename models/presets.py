@@ -32,6 +32,10 @@ DType = Literal["auto", "float16", "bfloat16", "float32"]
 # "model" moves each model to the GPU only while it runs; "sequential" does so layer by layer
 # (least memory, slowest). Both need an accelerator and are skipped on a CPU.
 CpuOffload = Literal["none", "model", "sequential"]
+# How a scene image is conditioned on a job's reference image (a product or character):
+# "img2img" denoises from the reference (diffusers' image-to-image pipeline, sharing the loaded
+# text-to-image components); "none" refuses jobs that ask for a reference.
+ReferenceMode = Literal["img2img", "none"]
 
 
 class PresetError(ValueError):
@@ -84,6 +88,17 @@ class ImageSpec(_MemoryOptions):
     negative_prompt: str | None = None
     prompt_template: str = "{prompt}"
     dtype: DType = "auto"
+    reference: ReferenceMode = "none"
+    # img2img: how far from the reference the denoising may move (0 keeps it, 1 ignores it).
+    # The pipeline runs int(steps * strength) of the steps, so at least one must remain.
+    reference_strength: float = Field(default=0.6, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check_reference_steps(self) -> Self:
+        if self.reference == "img2img" and int(self.steps * self.reference_strength) < 1:
+            raise ValueError(f"reference_strength {self.reference_strength} leaves no denoising step "
+                             f"of {self.steps}; raise it to at least {1 / self.steps:g}")
+        return self
 
     @field_validator("prompt_template")
     @classmethod
