@@ -1,8 +1,8 @@
 """Ray Serve entry point: ``serve run serve_app:app`` (local) or ``serve deploy serve_config.yaml``
 (a cluster; the config passes ``profile: cluster``).
 
-The topology lives here: the API ingress (``coordinator.ingress``) with the image and clip
-renderers bound into it. Replica counts, resources and batching come from ``actors.placement``,
+The topology lives here: the API ingress (``coordinator.ingress``) with the image, clip and
+audio renderers bound into it. Replica counts, resources and batching come from ``actors.placement``,
 the one place for them. Importing this module loads nothing heavy: the renderer classes (which
 pull in torch and diffusers) are imported only when the application is built.
 """
@@ -45,11 +45,13 @@ def build_app(settings: Settings, *, profile: str = "local", render_gpus: float 
         models_dir, max_models=placement.models_per_replica["ImageRenderer"])
     clips = classes["ClipRenderer"].options(**options["ClipRenderer"]).bind(
         models_dir, max_models=placement.models_per_replica["ClipRenderer"])
-    return Api.options(**options["Api"]).bind(settings, images, clips, placement)
+    audio = classes["AudioRenderer"].options(**options["AudioRenderer"]).bind(
+        models_dir, max_models=placement.models_per_replica["AudioRenderer"])
+    return Api.options(**options["Api"]).bind(settings, images, clips, placement, audio=audio)
 
 
 def _renderer_classes(replaced: Mapping[str, Deployment]) -> dict[str, Deployment]:
-    unknown = set(replaced) - {"ImageRenderer", "ClipRenderer"}
+    unknown = set(replaced) - {"ImageRenderer", "ClipRenderer", "AudioRenderer"}
     if unknown:
         raise ValueError(f"unknown renderer deployments: {', '.join(sorted(unknown))}")
     classes = dict(replaced)
@@ -62,6 +64,10 @@ def _renderer_classes(replaced: Mapping[str, Deployment]) -> dict[str, Deploymen
         from actors.clip_renderer import ClipRenderer
 
         classes["ClipRenderer"] = ClipRenderer
+    if "AudioRenderer" not in classes:
+        from actors.audio_renderer import AudioRenderer
+
+        classes["AudioRenderer"] = AudioRenderer
     return classes
 
 

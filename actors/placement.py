@@ -37,11 +37,18 @@ CPU_SHARE = 0.25
 # XT (~4 GB of weights, but decoding 25 frames peaks well above 12 GB) and LTX-Video (~4 GB
 # plus a ~9 GB T5 text encoder) do not fit together, so a clip replica holds 1. The local
 # profile keeps the same numbers: a workstation's card is no bigger, and on CPU the tiny
-# models then behave as they will on the cluster.
+# models then behave as they will on the cluster. An audio replica's presets are small (MMS-TTS
+# voices ~0.15 GB each, MusicGen small ~1.2 GB in fp16, ~3 GB at peak): 2 fit its GPU share.
 MODELS_PER_REPLICA: dict[str, dict[str, int]] = {
-    "local": {"ImageRenderer": 2, "ClipRenderer": 1},
-    "cluster": {"ImageRenderer": 2, "ClipRenderer": 1},
+    "local": {"ImageRenderer": 2, "ClipRenderer": 1, "AudioRenderer": 2},
+    "cluster": {"ImageRenderer": 2, "ClipRenderer": 1, "AudioRenderer": 2},
 }
+# The audio renderer's share of a GPU on the cluster: a quarter of a 24 GB card holds MusicGen
+# small at its peak and a few voices, and lets it sit beside another audio replica.
+AUDIO_GPU_SHARE = 0.25
+# On one machine the audio renderer asks for a fifth of a renderer's CPU share: it is busy only
+# briefly per job, and the image and clip renderers plus a compositing task must still fit.
+AUDIO_CPU_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,9 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
     # With a GPU, the CPU request covers the replica's host work (decode, encode, batching).
     cpu_share = min(1.0, round(max(cpus * CPU_SHARE, 0.05), 2))
     renderer = {"num_gpus": gpus, "num_cpus": cpu_share} if gpus > 0 else {"num_cpus": cpu_share}
+    audio_cpus = max(0.01, round(cpu_share * AUDIO_CPU_FRACTION, 2))
+    audio = ({"num_gpus": min(gpus, AUDIO_GPU_SHARE), "num_cpus": audio_cpus} if gpus > 0
+             else {"num_cpus": audio_cpus})
     if profile == "local":
         deployments = {
             "Api": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0, **pinned}},
@@ -97,6 +107,8 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
             # Serve's router, where another replica can take it.
             "ClipRenderer": {"num_replicas": 1, "max_ongoing_requests": 2,
                              "ray_actor_options": dict(renderer)},
+            "AudioRenderer": {"num_replicas": 1, "max_ongoing_requests": 16,
+                              "ray_actor_options": dict(audio)},
         }
     else:
         deployments = {
@@ -110,6 +122,11 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
                              "autoscaling_config": {"min_replicas": 1, "max_replicas": 16,
                                                     "target_ongoing_requests": 1},
                              "ray_actor_options": dict(renderer)},
+            # On the GPU nodes, a fraction of a GPU each (see AUDIO_GPU_SHARE).
+            "AudioRenderer": {"max_ongoing_requests": 16,
+                              "autoscaling_config": {"min_replicas": 1, "max_replicas": 4,
+                                                     "target_ongoing_requests": 4},
+                              "ray_actor_options": dict(audio)},
         }
     return Placement(
         profile=profile, render_gpus=gpus, deployments=deployments,

@@ -147,11 +147,91 @@ class ClipSpec(_MemoryOptions):
         return self
 
 
+# Language codes as the job brief gives them: ISO 639-1 or -3, optionally with a region.
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")]
+# The transformers classes ``models.audio`` knows how to load and call; another name is a
+# preset mistake, refused here rather than when a job first asks for a voice.
+VoiceArchitecture = Literal["VitsModel"]
+MusicArchitecture = Literal["MusicgenForConditionalGeneration"]
+# The one voice of a single-speaker model (MMS-TTS has no speakers to choose from).
+DEFAULT_VOICE = "default"
+
+
+class VoiceModel(_Strict):
+    """The text-to-speech model of one language."""
+
+    model: str = Field(min_length=1, description='hub id, local directory, or "tiny"')
+    # Named voices -> the model's speaker ids (multi-speaker VITS). Empty for a single-speaker
+    # model, whose one voice is called "default".
+    voices: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=32)],
+                 Annotated[int, Field(ge=0)]] = {}
+    default_voice: str | None = None
+
+    @model_validator(mode="after")
+    def _check_default_voice(self) -> Self:
+        if self.voices and self.default_voice not in self.voices:
+            raise ValueError(f"default_voice must be one of {sorted(self.voices)}")
+        if not self.voices and self.default_voice not in (None, DEFAULT_VOICE):
+            raise ValueError(f"a model without named voices has only {DEFAULT_VOICE!r}")
+        return self
+
+    @property
+    def voice_names(self) -> list[str]:
+        return sorted(self.voices) or [DEFAULT_VOICE]
+
+
+class VoiceSpec(_Strict):
+    """The voice-over: a text-to-speech model per language (``models.audio`` speaks with it)."""
+
+    architecture: VoiceArchitecture
+    languages: dict[LanguageCode, VoiceModel] = Field(min_length=1)
+    default_language: str
+    # Above 1 speaks faster (shorter lines); VITS stretches its predicted durations by 1/rate.
+    speaking_rate: float = Field(default=1.0, ge=0.5, le=2.0)
+    # VITS' sampling temperature; None keeps the model's own.
+    noise_scale: float | None = Field(default=None, ge=0.0, le=2.0)
+    # Longer lines are split at sentence ends (then commas, then words) into pieces of at most
+    # this many characters, spoken one by one and joined with ``pause_s`` of silence.
+    max_chars: int = Field(default=300, ge=20, le=5000)
+    pause_s: float = Field(default=0.2, ge=0.0, le=2.0)
+    dtype: DType = "auto"
+
+    @model_validator(mode="after")
+    def _check_default_language(self) -> Self:
+        if self.default_language not in self.languages:
+            raise ValueError(f"default_language {self.default_language!r} must be one of "
+                             f"{sorted(self.languages)}")
+        return self
+
+
+class MusicSpec(_Strict):
+    """The background music: a text-to-audio model (``models.audio`` composes with it)."""
+
+    architecture: MusicArchitecture
+    model: str = Field(min_length=1, description='hub id, local directory, or "tiny"')
+    guidance_scale: float = Field(default=3.0, ge=0.0, le=20.0)
+    # The longest piece made in one go (MusicGen was trained on 30 s); a longer bed repeats
+    # that piece, each repeat crossfaded into the last over ``crossfade_s``.
+    max_duration_s: float = Field(gt=0.0, le=120.0)
+    crossfade_s: float = Field(default=1.0, ge=0.0)
+    dtype: DType = "auto"
+
+    @model_validator(mode="after")
+    def _check_crossfade(self) -> Self:
+        if self.crossfade_s * 2 > self.max_duration_s:
+            raise ValueError(f"crossfade_s {self.crossfade_s} must be at most half of "
+                             f"max_duration_s {self.max_duration_s}")
+        return self
+
+
 class Estimate(_Strict):
     """GPU-seconds per scene, the basis of cost quotes."""
 
     image_seconds_per_scene: float = Field(gt=0)
     clip_seconds_per_scene: float = Field(gt=0)
+    # Speaking one scene's line, and composing the job's music bed once (0: no such model).
+    voice_seconds_per_scene: float = Field(default=0.0, ge=0)
+    music_seconds_per_job: float = Field(default=0.0, ge=0)
 
     def gpu_seconds(self, scenes: int) -> float:
         return scenes * (self.image_seconds_per_scene + self.clip_seconds_per_scene)
@@ -168,6 +248,9 @@ class RenderPreset(_Strict):
     clip_size: SizeTable
     output_size: SizeTable
     estimate: Estimate
+    # Voice-over and music models; a preset without them makes silent videos.
+    voice: VoiceSpec | None = None
+    music: MusicSpec | None = None
 
     @field_validator("image_size", "clip_size", "output_size", mode="before")
     @classmethod
@@ -244,9 +327,6 @@ def load_preset_file(path: Path) -> RenderPreset:
         raise PresetError(f"preset {path.name}: cannot read: {exc}") from None
     if not isinstance(data, dict):
         raise PresetError(f"preset {path.name}: expected a mapping at the top level")
-    # Speaking one scene's line, and composing the job's music bed once (0: no such model).
-    voice_seconds_per_scene: float = Field(default=0.0, ge=0)
-    music_seconds_per_job: float = Field(default=0.0, ge=0)
     try:
         preset = RenderPreset.model_validate(data)
     except ValidationError as exc:

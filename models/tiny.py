@@ -21,6 +21,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -235,13 +236,16 @@ def is_current_build(directory: Path) -> bool:
         marker = json.loads((directory / MARKER_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return marker.get("version") == TINY_BUILD_VERSION and (directory / "model_index.json").is_file()
+    # model_index.json: a diffusers pipeline; config.json: a transformers model (the audio ones).
+    saved = (directory / "model_index.json").is_file() or (directory / "config.json").is_file()
+    return marker.get("version") == TINY_BUILD_VERSION and saved
 
 
 def ensure_saved(
-    models_dir: Path, name: str, build: Callable[[], DiffusionPipeline], variant: str | None = None
+    models_dir: Path, name: str, build: Callable[[], DiffusionPipeline | Any], variant: str | None = None
 ) -> Path:
-    """Return ``models_dir/name``, saving ``build()`` there (as weights ``variant``) if needed."""
+    """Return ``models_dir/name``, saving ``build()`` there (as weights ``variant``) if needed.
+    ``build`` returns anything with diffusers' or transformers' ``save_pretrained``."""
     target = models_dir / name
     if is_current_build(target):
         return target

@@ -5,7 +5,7 @@ random weights, so a CPU can run a GPU preset's exact loading and calling code i
 twin preset keeps every setting of its production preset (pipeline classes, weight variants,
 dtypes, steps, frame counts, fps, guidance, motion settings) and changes only:
 
-- ``model``: the twin's directory under ``models_dir``;
+- ``model``: the twin's directory under ``models_dir`` (also each voice language's and the music's);
 - the sizes: divided by ``SIZE_SCALE`` and rounded to the model's size multiple, keeping the
   orientation, so every size rule of the real model still holds (and still bites).
 
@@ -52,6 +52,12 @@ TWIN_MODELS: dict[str, TwinModel] = {
     "stabilityai/stable-video-diffusion-img2vid-xt": TwinModel("svd-xt"),
     "stable-diffusion-v1-5/stable-diffusion-v1-5": TwinModel("sd15"),
     "Lightricks/LTX-Video": TwinModel("ltx-video", size_multiple=32),
+    # Audio: the tiny VITS (one speaker, as MMS) and MusicGen of models.tiny_audio.
+    "facebook/mms-tts-eng": TwinModel("mms-tts-eng"),
+    "facebook/mms-tts-deu": TwinModel("mms-tts-deu"),
+    "facebook/mms-tts-spa": TwinModel("mms-tts-spa"),
+    "facebook/mms-tts-fra": TwinModel("mms-tts-fra"),
+    "facebook/musicgen-small": TwinModel("musicgen-small"),
 }
 
 
@@ -93,6 +99,10 @@ def twin_preset(preset: RenderPreset, models_dir: Path | str) -> dict[str, Any]:
     data["clip_size"] = _scaled(data["clip_size"], clip_twin.size_multiple)
     # H.264 4:2:0 needs even output sizes.
     data["output_size"] = _scaled(data["output_size"], 2)
+    for language in (data.get("voice") or {}).get("languages", {}).values():
+        language["model"] = str(twin_directory(models_dir, language["model"]))
+    if data.get("music"):
+        data["music"]["model"] = str(twin_directory(models_dir, data["music"]["model"]))
     return data
 
 

@@ -57,7 +57,7 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from models import tiny
+from models import tiny, tiny_audio
 from models.presets import get_preset
 from models.twin_presets import TWIN_MODELS, twin_directory
 
@@ -232,11 +232,15 @@ def build_ltx_video_twin() -> LTXImageToVideoPipeline:
 
 
 # Twin directory name (models.twin_presets.TWIN_MODELS) -> builder.
-TWIN_BUILDERS: dict[str, Callable[[], DiffusionPipeline]] = {
+TWIN_BUILDERS: dict[str, Callable[[], DiffusionPipeline | tiny_audio.SavedTogether]] = {
     "sdxl-turbo": build_sdxl_turbo_twin,
     "svd-xt": build_svd_xt_twin,
     "sd15": build_sd15_twin,
     "ltx-video": build_ltx_video_twin,
+    # Audio twins: the tiny builds, single-speaker like MMS-TTS (models.tiny_audio).
+    **{f"mms-tts-{language}": lambda: tiny_audio.build_tiny_voice(num_speakers=1)
+       for language in ("eng", "deu", "spa", "fra")},
+    "musicgen-small": tiny_audio.build_tiny_music,
 }
 
 
@@ -256,6 +260,9 @@ def ensure_twins(models_dir: Path | str, preset_names: list[str]) -> list[Path]:
         for spec in (preset.image, preset.clip):
             if spec.model in TWIN_MODELS:
                 built.append(ensure_twin(models_dir, spec.model, spec.variant))
+        audio_models = [language.model for language in preset.voice.languages.values()] if preset.voice else []
+        audio_models += [preset.music.model] if preset.music else []
+        built += [ensure_twin(models_dir, model) for model in audio_models if model in TWIN_MODELS]
     return built
 
 
