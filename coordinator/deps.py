@@ -42,6 +42,9 @@ class JobRunner(Protocol):
     async def default_preset(self) -> str | None:
         """The preset of jobs that name none, as the renderers decided it (None: unknown)."""
 
+    async def render_image(self, request: Any) -> Any:
+        """One image outside any job (``ImageRequest`` -> ``ImageResult``) on the renderers."""
+
 
 class NoRenderRunner:
     """For an API built without Ray (fast HTTP tests): jobs are recorded, nothing renders."""
@@ -54,6 +57,10 @@ class NoRenderRunner:
 
     async def default_preset(self) -> str | None:
         return None
+
+    async def render_image(self, request: Any) -> Any:
+        raise APIError(503, "No image renderer is running in this API process; start the "
+                       "service with scripts/serve to render images", "renderer_unavailable")
 
 
 def _job_runner(request: Request) -> JobRunner:

@@ -48,6 +48,10 @@ def resolve_plan(settings: Settings, advanced: AdvancedOptions,
         preset = get_preset(preset_name)
     except UnknownPreset as exc:
         raise APIError(400, f"advanced.preset: {exc}", "validation_error") from None
+    if advanced.reference_asset_id and preset.image.reference == "none":
+        raise APIError(400, f"advanced.referenceAssetId: preset {preset.name!r} does not condition "
+                       "images on a reference; choose a preset that does (README: reference "
+                       "images)", "validation_error")
     scene_count = advanced.scene_count or DEFAULT_SCENE_COUNT
     duration = advanced.duration_seconds or scene_count * DEFAULT_SECONDS_PER_SCENE + CTA_CARD_SECONDS
     if duration < scene_count + CTA_CARD_SECONDS:
@@ -83,18 +87,10 @@ async def validate_references(session: AsyncSession, owner: str, body: JobCreate
             WebhookEndpoint.id == body.webhook_id, WebhookEndpoint.owner_id == owner)) is None:
         raise APIError(400, f"webhookId: no webhook endpoint {body.webhook_id!r} among yours",
                        "unknown_webhook")
-    asset_id = body.advanced.product_image_asset_id
-    if asset_id:
-        asset = await session.scalar(select(Asset).where(Asset.id == asset_id,
-                                                         Asset.owner_id == owner))
-        if asset is None:
-            raise APIError(400, f"advanced.productImageAssetId: no asset {asset_id!r} among yours",
-                           "unknown_asset")
-        if asset.type != "image":
-            raise APIError(400, "advanced.productImageAssetId must be an image asset",
-                           "validation_error")
-        await check_stored_image(store, asset, ImageLimits.from_settings(settings),
-                                 "advanced.productImageAssetId")
+    for field, asset_id in (("advanced.productImageAssetId", body.advanced.product_image_asset_id),
+                            ("advanced.referenceAssetId", body.advanced.reference_asset_id)):
+        if asset_id:
+            await _check_image_asset(session, store, settings, owner, asset_id, field)
     music_asset_id = body.advanced.music_asset_id
     if music_asset_id:
         music_type = await session.scalar(select(Asset.type).where(
@@ -107,6 +103,18 @@ async def validate_references(session: AsyncSession, owner: str, body: JobCreate
                            "(AAC) or Ogg)", "validation_error")
     return {"brand": client.brand_guidelines or {},
             "campaignBrief": campaign.brief if campaign else None}
+
+
+async def _check_image_asset(session: AsyncSession, store: ObjectStore, settings: Settings,
+                             owner: str, asset_id: str, field: str) -> None:
+    """An image asset of the caller's (another user's is as unknown as a missing one), within
+    the image limits the job actor decodes it under."""
+    asset = await session.scalar(select(Asset).where(Asset.id == asset_id, Asset.owner_id == owner))
+    if asset is None:
+        raise APIError(400, f"{field}: no asset {asset_id!r} among yours", "unknown_asset")
+    if asset.type != "image":
+        raise APIError(400, f"{field} must be an image asset", "validation_error")
+    await check_stored_image(store, asset, ImageLimits.from_settings(settings), field)
 
 
 async def create_job(*, session: AsyncSession, settings: Settings, store: ObjectStore, owner: str,

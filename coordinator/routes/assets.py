@@ -6,25 +6,35 @@ every other route keeps the small JSON body limit.
 
 from __future__ import annotations
 
+import io
+import random
 import tempfile
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
+from actors.messages import ImageRequest
 from coordinator.crud import assets as crud
-from coordinator.deps import CurrentUser, OwnedAsset, PageDep, SessionDep, SettingsDep, StoreDep
-from coordinator.envelope import Envelope, ok
-from coordinator.media import ImageLimits
-from coordinator.schemas.assets import AssetFromUrl, AssetOut, AssetType
+from coordinator.deps import (CurrentUser, JobRunnerDep, OwnedAsset, PageDep, SessionDep,
+                              SettingsDep, StoreDep)
+from coordinator.envelope import APIError, Envelope, ok
+from coordinator.media import ImageLimits, sniff_media
+from coordinator.schemas.assets import AssetFromUrl, AssetOut, AssetType, CharacterReferenceCreate
 from coordinator.schemas.common import Message
 from coordinator.serving import serve_object
 from coordinator.settings import Settings
 from coordinator.url_import import fetch_to_file
+from models.presets import TINY_PRESET, UnknownPreset, apply_prompt_template, get_preset
 
 router = APIRouter(prefix="/assets", tags=["assets"])
 upload_router = APIRouter(prefix="/assets", tags=["assets"])
 
 MB = 1024 * 1024
+# Generated references carry this tag, so a frontend can list them (?asset_type=image + tag).
+CHARACTER_REFERENCE_TAG = "character-reference"
+# A reference shows the whole subject, alone, so the scenes conditioned on it inherit the
+# subject rather than a background.
+CHARACTER_REFERENCE_PROMPT = "{description}, the whole subject in view, centred, plain background"
 
 
 def asset_url(settings: Settings, asset_id: str) -> str:
@@ -84,6 +94,38 @@ async def import_asset(body: AssetFromUrl, session: SessionDep, user: CurrentUse
                                        detected=detected, name=name, client_id=client_id,
                                        campaign_id=campaign_id, tags=body.tags,
                                        source_url=fetched.final_url)
+    return ok(_out(asset, settings))
+
+
+@router.post("/character-reference", response_model=Envelope[AssetOut], status_code=201)
+async def generate_character_reference(body: CharacterReferenceCreate, session: SessionDep,
+                                       user: CurrentUser, store: StoreDep, settings: SettingsDep,
+                                       runner: JobRunnerDep):
+    """Renders a product or character reference image from ``characterDescription`` with the
+    preset's image model (``preset``, else the default a job would get) on the farm's image
+    renderers, and keeps it as an image asset of yours, usable as a job's
+    ``advanced.referenceAssetId``. 503 when no renderer can be reached."""
+    client_id, campaign_id = await crud.check_references(session, user, body.client_id,
+                                                         body.campaign_id)
+    # The same choice job creation makes (coordinator.crud.jobs.resolve_plan).
+    preset_name = (body.preset or settings.renderfarm_default_preset
+                   or await runner.default_preset() or TINY_PRESET)
+    try:
+        preset = get_preset(preset_name)
+    except UnknownPreset as exc:
+        raise APIError(400, f"preset: {exc}", "validation_error") from None
+    width, height = preset.image_size["1:1"]
+    prompt = CHARACTER_REFERENCE_PROMPT.format(description=body.character_description)
+    request = ImageRequest(preset=preset.name, prompt=apply_prompt_template(preset, prompt),
+                           seed=body.seed if body.seed is not None else random.randrange(2**31),
+                           width=width, height=height, owner=user)
+    result = await runner.render_image(request)
+    detected = sniff_media(result.png)
+    name = body.name or f"Character reference: {body.character_description}"[:200]
+    tags = list(dict.fromkeys([*body.tags, CHARACTER_REFERENCE_TAG]))
+    asset = await crud.store_asset(session=session, store=store, owner=user,
+                                   source=io.BytesIO(result.png), detected=detected, name=name,
+                                   client_id=client_id, campaign_id=campaign_id, tags=tags)
     return ok(_out(asset, settings))
 
 

@@ -91,9 +91,9 @@ class AdvancedOptions(CamelModel):
     preset: Annotated[str, StringConstraints(max_length=64)] | None = None
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     product_image_asset_id: Id | None = None
+    # An image asset of yours (a product or character) every scene image is conditioned on.
+    reference_asset_id: Id | None = None
     auto_approve: bool = False
-
-    @model_validator(mode="after")
     # Sound (README: audio). Languages and voices are the preset's: checked at job creation.
     voice_over: bool = True
     language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
@@ -109,6 +109,8 @@ class AdvancedOptions(CamelModel):
             raise ValueError('music "asset" and musicAssetId go together: name the audio asset '
                              'with musicAssetId, or choose music "generated" or "none"')
         return self
+
+    @model_validator(mode="after")
     def _duration_fits_scenes(self) -> "AdvancedOptions":
         if (self.scene_count and self.duration_seconds
                 and self.duration_seconds < self.scene_count + CTA_CARD_SECONDS):
