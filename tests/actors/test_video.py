@@ -80,9 +80,9 @@ def test_approve_to_completed_video(alice, farm, tmp_path):
     client_id = done["clientId"]
     stats = alice.get(f"/api/v3/clients/{client_id}/stats").json()["data"]
     assert stats["videoCount"] == 1 and stats["totalSpend"] == pytest.approx(done["actualCost"])
-    # Finished jobs refuse review actions.
-    again = alice.post(f"/api/v3/jobs/{job['id']}/actions",
-                       json={"action": "regenerate_scene", "payload": {"sceneIdx": 0}})
+    # A finished job is not approved again (changing its scenes starts a revision instead:
+    # tests/actors/test_revision.py).
+    again = alice.post(f"/api/v3/jobs/{job['id']}/actions", json={"action": "approve"})
     assert again.status_code == 409
 
     # Deleting the client deletes the job and every object it made.
