@@ -92,3 +92,43 @@ def test_generated_reference_conditions_every_scene_of_its_owners_job(local_farm
         # Batched kernels may round a few pixels one level apart (models.pipelines).
         assert mean_difference(scene_image, with_reference) < 1.0, request["scene_idx"]
         assert mean_difference(scene_image, without) > 5.0, request["scene_idx"]
+
+
+def test_one_batch_keeps_each_requests_own_reference(local_farm, ray_session):
+    """Requests for the same scene text and seed, without a reference and with two different
+    ones, sent together: the renderer may batch them, but each image is its own request's."""
+    from ray import serve
+
+    from actors.messages import ImageRequest
+
+    width, height = get_preset("tiny").image_size["16:9"]
+
+    def png(fill) -> bytes:
+        buffer = io.BytesIO()
+        image = (Image.fromarray(fill) if isinstance(fill, np.ndarray)
+                 else Image.new("RGB", (width, height), fill))
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    noise = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    references = [None, png((230, 30, 30)), png(noise)]
+    requests = [ImageRequest(preset="tiny", prompt="a can of lime soda, advertising photo", seed=21,
+                             width=width, height=height, reference_png=reference, owner="ref-batch")
+                for reference in references]
+    images = serve.get_deployment_handle("ImageRenderer", app_name=local_farm.app_name)
+    images = images.options(multiplexed_model_id="tiny")
+    responses = [images.render.remote(request) for request in requests]  # all in flight at once
+    rendered = [Image.open(io.BytesIO(response.result(timeout_s=120).png)).convert("RGB")
+                for response in responses]
+
+    model = load_image_model(get_preset("tiny"), ray_session["models_dir"])
+    alone = []
+    for request in requests:
+        reference = Image.open(io.BytesIO(request.reference_png)) if request.reference_png else None
+        alone += model.render([request.prompt], [request.seed], width, height, reference=reference)
+    for index, image in enumerate(rendered):
+        distances = [mean_difference(image, single) for single in alone]
+        # Its own request's image (batched kernels may round a few pixels one level apart),
+        # and nearer to it than to the image of either other request.
+        assert distances[index] < 1.0, distances
+        assert distances[index] < min(d for i, d in enumerate(distances) if i != index), distances
