@@ -349,9 +349,10 @@ class JobActor:
             if scene.id in image_ids:
                 await self._render_image(job, scene, version=scene.version)
                 images_left -= 1
+                last = images_left == 0  # decided now: the others go on while we report
                 await self._report("image_generation", total - images_left, total,
                                    "Rendering scene images")
-                if images_left == 0:
+                if last:
                     await approve()
             current = await self._scene(scene.id)
             if current.clip_key is None or current.clip_version != current.version:

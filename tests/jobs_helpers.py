@@ -221,16 +221,19 @@ def advance_job(settings: Settings, job_id: str, status: str) -> None:
 
 
 def job_actor_incarnations(job_id: str) -> list[dict]:
-    """Every Ray actor that has carried the job actor's name, oldest first, from the GCS actor
-    table (dead ones included): ``ActorID``, ``State``, ``NumRestarts`` (restarts by Ray after
-    a crash), ``Pid`` (the latest process), ``StartTime`` and ``EndTime`` (ms). The table is a
-    Ray developer API; the state API would need the dashboard, which tests do not start."""
+    """Every Ray actor that has driven the job (the warm hosts it was handed to, in that order,
+    then any actor created for the job alone), from the GCS actor table (dead ones included):
+    ``ActorID``, ``State``, ``NumRestarts`` (restarts by Ray after a crash), ``Pid`` (the
+    latest process), ``StartTime`` and ``EndTime`` (ms). The table is a Ray developer API; the
+    state API would need the dashboard, which tests do not start."""
     from ray._private import state
 
-    from actors.job_actor import actor_name
+    from actors import job_registry
+    from actors.job_actor import legacy_actor_name
 
-    named = [info for info in state.actors().values() if info["Name"] == actor_name(job_id)]
-    return sorted(named, key=lambda info: info["StartTime"])
+    order = [*job_registry.hosts_of(job_id), legacy_actor_name(job_id)]
+    named = [info for info in state.actors().values() if info["Name"] in order]
+    return sorted(named, key=lambda info: (order.index(info["Name"]), info["StartTime"]))
 
 
 def actor_alive(job_id: str) -> bool:
