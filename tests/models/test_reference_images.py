@@ -88,7 +88,7 @@ def test_conditioned_latents_are_closer_to_the_reference(image_model):
                              * pipeline.vae.config.scaling_factor)
         common = {"prompt": [PROMPT], "num_inference_steps": image_model.spec.steps,
                   "guidance_scale": image_model.spec.guidance_scale, "output_type": "latent"}
-        for seed in (1, 2, 3):
+        for seed in (1, 2):
             generator = torch.Generator().manual_seed(seed)
             without = pipeline(**common, width=width, height=height, generator=[generator]).images
             generator = torch.Generator().manual_seed(seed)
