@@ -1,9 +1,11 @@
 """Video production on the real farm: approve → clips on the clip renderer → ffmpeg composite →
-object store → a playable ``videoUrl``, on SQLite + local objects and PostgreSQL + S3 (moto)."""
+object store → a playable ``videoUrl``, on SQLite + local objects and PostgreSQL + S3 (moto); and
+revisions of a finished video."""
 
 from __future__ import annotations
 
 import html
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -12,8 +14,8 @@ import pytest
 from actors.media_probe import extract_frame, probe_media
 from coordinator.storage import make_object_store
 from models.presets import get_preset
-from tests.jobs_helpers import (caption_match, get_job, start_job, usage_rows, wait_actor_gone,
-                                wait_for_status)
+from tests.jobs_helpers import (caption_match, database_rows, get_job, job_object_keys, start_job,
+                                usage_rows, wait_actor_gone, wait_for, wait_for_status)
 
 pytestmark = pytest.mark.ray
 
@@ -172,3 +174,129 @@ def test_cancel_during_video_processing_leaves_no_video(alice, farm):
     wait_actor_gone(job["id"])
     assert get_job(alice, job["id"])["status"] == "cancelled"
     assert not store.exists(f"jobs/{job['id']}/video.mp4")
+
+
+# ---- revising a finished video --------------------------------------------------------------
+
+NEW_LINE = "Now in lemon too"
+RENDERS = ("image", "clip")
+
+
+def fetched(alice: httpx.Client, url: str) -> bytes:
+    response = download(alice, url)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def same_url(first: str, second: str) -> bool:
+    """The same object: a presigned URL's path names it (its query is signed anew on every
+    read); this API's URL names the revision in its query (``?r=1``)."""
+    if first.startswith("http"):
+        return urlsplit(first).path == urlsplit(second).path
+    return first == second
+
+
+def renders(ledger: list[dict]) -> list[tuple[str, str]]:
+    return sorted((row["kind"], row["scene_id"]) for row in ledger if row["kind"] in RENDERS)
+
+
+def test_revising_one_scene_renders_only_that_scene(alice, farm, tmp_path):
+    """One scene of a finished job changed: only its image and clip are rendered again, the
+    other clips are reused, the previous video is served until the revised one replaces it and
+    is then deleted; a revision cancelled while it renders leaves the job completed with the
+    video it had."""
+    settings = farm.settings
+    job_id = start_job(alice, sceneCount=3, durationSeconds=9, autoApprove=True)["id"]
+    first = wait_for_status(alice, job_id, "completed", timeout=300)
+    scenes = first["storyboard"]["scenes"]
+    changed = scenes[0]
+    before = database_rows(settings, job_id)
+    objects_before = job_object_keys(settings, job_id)
+    ledger_before = usage_rows(settings, job_id)
+    first_video = fetched(alice, first["videoUrl"])
+    first_meta = alice.get(f"/api/v3/jobs/{job_id}/metadata").json()["data"]
+    old = before["job"][0]
+    old_scene = before["scenes"][0]
+    scene_url = f"/api/v3/jobs/{job_id}/scenes/{changed['id']}"
+
+    # Only the owner revises: to anyone else the job does not exist, and nothing changes.
+    with farm.client("bob") as bob:
+        assert bob.put(scene_url, json={"script": NEW_LINE}).status_code == 404
+        assert bob.post(f"{scene_url}/regenerate", json={}).status_code == 404
+    assert database_rows(settings, job_id) == before
+
+    # Change the first scene's line and picture: the job reopens for review.
+    edited = alice.put(scene_url, json={"script": NEW_LINE})
+    assert edited.status_code == 200, edited.text
+    assert alice.post(f"{scene_url}/regenerate", json={"feedback": "a lemon"}).status_code == 202
+    review = wait_for(lambda job: job["storyboard"]["scenes"][0]["version"] == 2
+                      and job["storyboard"]["scenes"][0]["status"] == "image_ready",
+                      alice, job_id, what="the regenerated image")
+    assert review["status"] == "storyboard_ready"
+    # Meanwhile the delivered video stays: same URL, same bytes, same metadata.
+    assert same_url(review["videoUrl"], first["videoUrl"])
+    assert fetched(alice, review["videoUrl"]) == first_video
+    assert alice.get(f"/api/v3/jobs/{job_id}/video").content == first_video
+    assert alice.get(f"/api/v3/jobs/{job_id}/thumbnail").status_code == 200
+    assert alice.get(f"/api/v3/jobs/{job_id}/metadata").json()["data"] == first_meta
+
+    approved = alice.post(f"/api/v3/jobs/{job_id}/actions", json={"action": "approve"})
+    assert approved.status_code == 200 and approved.json()["data"]["status"] == "video_processing"
+    done = wait_for_status(alice, job_id, "completed", timeout=300)
+
+    # The ledger: one image and one clip more, both of the changed scene.
+    ledger = usage_rows(settings, job_id)
+    assert ledger[:len(ledger_before)] == ledger_before
+    added = ledger[len(ledger_before):]
+    assert renders(added) == [("clip", changed["id"]), ("image", changed["id"])]
+    assert [row["kind"] for row in added].count("composite") == 1
+    assert done["actualCost"] == pytest.approx(sum(row["cost"] for row in ledger), abs=1e-5)
+    assert done["actualCost"] > first["actualCost"]
+
+    # The other scenes' clips are reused as they were; the changed scene has new ones.
+    after = database_rows(settings, job_id)
+    assert after["scenes"][1:] == before["scenes"][1:]
+    new_scene, new = after["scenes"][0], after["job"][0]
+    assert (new_scene["version"], new_scene["image_version"], new_scene["clip_version"]) == (2, 2, 2)
+    assert new["revision"] == 1
+    # The revised video replaced the previous one, which is deleted with the replaced artifacts.
+    replaced = {old["video_key"], old["thumbnail_key"], old_scene["image_key"], old_scene["clip_key"]}
+    added_keys = {new["video_key"], new["thumbnail_key"], new_scene["image_key"],
+                  new_scene["clip_key"]}
+    assert not replaced & added_keys
+    objects = job_object_keys(settings, job_id)
+    assert added_keys <= objects and not replaced & objects
+    # Everything else is kept as it was: the other scenes' objects and the job's own.
+    unchanged = {key for key in objects_before if f"/scenes/{changed['id']}/" not in key} - replaced
+    assert {key for key in objects if f"/scenes/{changed['id']}/" not in key} == \
+        unchanged | {new["video_key"], new["thumbnail_key"]}
+    assert not same_url(done["videoUrl"], first["videoUrl"])
+
+    video = tmp_path / "revised.mp4"
+    video.write_bytes(fetched(alice, done["videoUrl"]))
+    info = probe_media(video, exact=True)
+    meta = alice.get(f"/api/v3/jobs/{job_id}/metadata").json()["data"]
+    assert meta["fileSize"] == video.stat().st_size and abs(meta["duration"] - info.duration_s) < 0.1
+    assert meta["createdAt"] > first_meta["createdAt"]  # delivered anew
+    assert video.read_bytes() != first_video
+    assert done["progress"]["message"] == "Video ready"
+
+    # A second revision, cancelled while it renders: the job is completed again with the
+    # revised video, and no video of the abandoned one is kept, even after the actor stopped.
+    second_url = f"/api/v3/jobs/{job_id}/scenes/{scenes[1]['id']}"
+    assert alice.post(f"{second_url}/regenerate", json={}).status_code == 202
+    wait_for(lambda job: job["storyboard"]["scenes"][1]["status"] == "image_ready", alice, job_id,
+             what="the second regenerated image")
+    assert alice.post(f"/api/v3/jobs/{job_id}/actions", json={"action": "approve"}).status_code == 200
+    cancelled = alice.post(f"/api/v3/jobs/{job_id}/actions", json={"action": "cancel"})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["data"]["status"] == "completed"
+    wait_actor_gone(job_id)
+    final = get_job(alice, job_id)
+    assert final["status"] == "completed" and same_url(final["videoUrl"], done["videoUrl"])
+    assert fetched(alice, final["videoUrl"]) == video.read_bytes()
+    row = database_rows(settings, job_id)["job"][0]
+    assert (row["revision"], row["video_key"]) == (2, new["video_key"])
+    objects = job_object_keys(settings, job_id)
+    assert {new["video_key"], new["thumbnail_key"]} <= objects
+    assert not [key for key in objects if "-r2." in key]
