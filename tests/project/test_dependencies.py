@@ -56,7 +56,7 @@ def _distributions(module: str) -> set[str]:
 
 
 def test_every_imported_module_is_declared():
-    runtime, test = _declared(None), _declared("test")
+    runtime, test = _declared(None), _declared("test") | _declared("bench")
     undeclared = {module for module in _imports(RUNTIME_PACKAGES)
                   if not _distributions(module) & runtime}
     assert not undeclared, f"imported by the service but not in dependencies: {undeclared}"
@@ -68,5 +68,5 @@ def test_every_imported_module_is_declared():
 def test_every_declared_distribution_is_used():
     imported = {dist for module in _imports(RUNTIME_PACKAGES + TEST_PACKAGES)
                 for dist in _distributions(module)}
-    unused = (_declared(None) | _declared("test")) - imported - set(NAMED_AT_RUN_TIME)
+    unused = (_declared(None) | _declared("test") | _declared("bench")) - imported - set(NAMED_AT_RUN_TIME)
     assert not unused, f"declared but never imported: {unused}"
