@@ -170,7 +170,9 @@ class Music:
                                         max_new_tokens=self._tokens(piece_s))
         # (batch, channels, samples) -> (samples,) or (samples, channels)
         piece = audio[0].float().cpu().numpy().T
-        piece = piece[:, 0] if piece.shape[1] == 1 else piece
+        # The model makes a frame or so more than asked: the repeat period is exactly piece_s.
+        piece = piece[:round(piece_s * self.sample_rate), 0] if piece.shape[1] == 1 else \
+            piece[:round(piece_s * self.sample_rate)]
         # A DC offset is inaudible but eats headroom in the mix and clicks at loop seams.
         piece = piece - piece.mean(axis=0)
         crossfade = round(self.spec.crossfade_s * self.sample_rate)
