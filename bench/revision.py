@@ -8,8 +8,9 @@ One run, side by side:
     (POST .../regenerate), wait for the new image, approve, until ``completed`` again.
 
 Device-seconds are the renderers' own seconds booked in the render ledger (``render_usage``
-rows of kind ``image`` and ``clip``: what a GPU would be busy for); the ledger rows written
-after (a) completed are the revision's. It prints revision / whole job (goal: at most 0.2),
+rows of every kind but ``planner`` and ``composite``: images, clips, and the voice lines and
+music when the job has them; what a GPU would be busy for); the ledger rows written after (a)
+completed are the revision's. It prints revision / whole job (goal: at most 0.2),
 the renders each made, the compositing seconds, and the wall times.
 
     .venv/bin/python bench/revision.py [--scenes 8] [--revised 1]
@@ -29,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as bench
 
-RENDERS = ("image", "clip")
+# Ledger kinds that are not a renderer's work: the storyboard LLM and ffmpeg on a CPU.
+NOT_DEVICE = ("planner", "composite")
 
 
 def device_seconds(rows: list[dict]) -> float:
-    return sum(row["seconds"] for row in rows if row["kind"] in RENDERS)
+    return sum(row["seconds"] for row in rows if row["kind"] not in NOT_DEVICE)
 
 
 def count(rows: list[dict], kind: str) -> int:
@@ -106,18 +108,19 @@ def main() -> None:
     print(f"\nload average after the run: {bench.load_average()}")
     print(f"\nRevising {len(indexes)} scene(s) (index {indexes}) of a finished "
           f"{args.scenes}-scene job, tiny preset, one run\n")
+    kinds = sorted({row["kind"] for row in first_rows + added} - set(NOT_DEVICE))
+    per_kind = []
+    for kind in kinds:
+        whole_n, revision_n = count(first_rows, kind), count(added, kind)
+        per_kind += [[f"{kind} renders", whole_n, revision_n,
+                      f"{revision_n / whole_n:.3f}" if whole_n else ""],
+                     [f"{kind} device-seconds", f"{seconds_of(first_rows, kind):.3f}",
+                      f"{seconds_of(added, kind):.3f}", ""]]
     bench.print_table(
         ["", "whole job", "revision", "revision / whole"],
-        [["image renders", count(first_rows, "image"), count(added, "image"),
-          f"{count(added, 'image') / count(first_rows, 'image'):.3f}"],
-         ["clip renders", count(first_rows, "clip"), count(added, "clip"),
-          f"{count(added, 'clip') / count(first_rows, 'clip'):.3f}"],
-         ["image device-seconds", f"{seconds_of(first_rows, 'image'):.3f}",
-          f"{seconds_of(added, 'image'):.3f}", ""],
-         ["clip device-seconds", f"{seconds_of(first_rows, 'clip'):.3f}",
-          f"{seconds_of(added, 'clip'):.3f}", ""],
-         ["device-seconds (images + clips)", f"{whole_device:.3f}", f"{revision_device:.3f}",
-          f"{revision_device / whole_device:.3f}"],
+        [*per_kind,
+         [f"device-seconds ({' + '.join(kinds)})", f"{whole_device:.3f}",
+          f"{revision_device:.3f}", f"{revision_device / whole_device:.3f}"],
          ["compositing seconds (ffmpeg, CPU)", f"{seconds_of(first_rows, 'composite'):.3f}",
           f"{seconds_of(added, 'composite'):.3f}", ""],
          ["wall seconds (POST or first edit -> completed)", f"{whole.seconds:.2f}",
