@@ -9,13 +9,23 @@ from typing import Any
 
 from coordinator.envelope import APIError
 from coordinator.schemas.jobs import AdvancedOptions, MusicSource
-from models.presets import RenderPreset
+from models.presets import RenderPreset, VoiceModel, VoiceSpec
 
 DEFAULT_LANGUAGE = "en"
 
 
 def _invalid(message: str) -> APIError:
     return APIError(400, message, "validation_error")
+
+
+def default_language(voice: VoiceSpec) -> str:
+    """The language of a job that names none: English if the preset speaks it, else its default."""
+    return DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in voice.languages else voice.default_language
+
+
+def default_voice(model: VoiceModel) -> str:
+    """The voice of a job that names none, in one language."""
+    return model.default_voice or model.voice_names[0]
 
 
 def resolve_audio(preset: RenderPreset, advanced: AdvancedOptions) -> dict[str, Any]:
@@ -30,13 +40,12 @@ def resolve_audio(preset: RenderPreset, advanced: AdvancedOptions) -> dict[str, 
     language = voice = None
     if voice_over:
         languages = voice_spec.languages
-        language = advanced.language or (DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in languages
-                                         else voice_spec.default_language)
+        language = advanced.language or default_language(voice_spec)
         if language not in languages:
             raise _invalid(f"advanced.language: {language!r} is not a language preset "
                            f"{preset.name!r} speaks; valid languages: {', '.join(sorted(languages))}")
         model = languages[language]
-        voice = advanced.voice or model.default_voice or model.voice_names[0]
+        voice = advanced.voice or default_voice(model)
         if voice not in model.voice_names:
             raise _invalid(f"advanced.voice: {voice!r} is not a voice of preset {preset.name!r} "
                            f"in {language!r}; valid voices: {', '.join(model.voice_names)}")

@@ -3,6 +3,7 @@ and ``GET /presets`` (from the preset files, with the default job creation uses)
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -11,7 +12,8 @@ from actors import steps
 from coordinator.storage import make_object_store
 from coordinator.video_metadata import DELIVERED_FPS
 from models.presets import TINY_PRESET, get_preset, list_presets
-from tests.jobs_helpers import advance_job, get_job, start_job
+from tests.conftest import create_client
+from tests.jobs_helpers import advance_job, database_rows, get_job, job_body, start_job
 
 
 def completed_job(http, settings, **advanced) -> str:
@@ -86,6 +88,43 @@ def test_presets_list_every_preset_with_its_output_sizes_and_the_default(alice):
     assert listing["defaultPreset"] == TINY_PRESET
     assert [p["name"] for p in listing["presets"] if p["default"]] == [TINY_PRESET]
     assert get_job(alice, start_job(alice)["id"])["preset"] == TINY_PRESET
+
+
+def test_presets_list_the_voices_and_music_a_job_may_choose(alice, api):
+    """What a frontend offers from the listing is what job creation accepts, and a job that
+    chooses nothing gets the listed defaults."""
+    listing = alice.get("/api/v3/presets").json()["data"]["presets"]
+    client_id = create_client(alice)["id"]
+
+    def quoted(**advanced):
+        return alice.post("/api/v3/jobs/dry-run", json=job_body(client_id, **advanced))
+
+    for preset in listing:
+        files = get_preset(preset["name"])
+        assert preset["music"] == (files.music is not None)
+        if files.voice is None:
+            assert preset["voice"] is None
+            continue
+        offer = preset["voice"]
+        assert set(offer["languages"]) == set(files.voice.languages)
+        assert offer["defaultLanguage"] in offer["languages"]
+        for language, voices in offer["languages"].items():
+            assert voices["defaultVoice"] in voices["voices"]
+            for voice in voices["voices"]:
+                answer = quoted(preset=preset["name"], language=language, voice=voice)
+                assert answer.status_code == 200, answer.text
+            refused = quoted(preset=preset["name"], language=language, voice="nobody")
+            assert refused.status_code == 400 and refused.json()["code"] == "validation_error"
+
+    tiny = next(preset for preset in listing if preset["name"] == TINY_PRESET)
+    assert tiny["music"] is True
+    assert tiny["voice"]["defaultLanguage"] == "en"
+    assert tiny["voice"]["languages"]["en"] == {"voices": ["bright", "narrator", "warm"],
+                                                "defaultVoice": "narrator"}
+    job = alice.post("/api/v3/jobs", json=job_body(client_id)).json()["data"]
+    stored = database_rows(api.settings, job["id"])["job"][0]["advanced"]
+    stored = json.loads(stored) if isinstance(stored, str) else stored  # SQLite: text
+    assert (stored["language"], stored["voice"]) == ("en", "narrator")
 
 
 def test_presets_need_a_token(api):
