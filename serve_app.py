@@ -2,7 +2,7 @@
 (a cluster; the config passes ``profile: cluster``).
 
 The topology lives here: the API ingress (``coordinator.ingress``) with the image, clip and
-audio renderers bound into it. Replica counts, resources and batching come from ``actors.placement``,
+audio renderers and the compositor (``actors.compositor_deployment``) bound into it. Replica counts, resources and batching come from ``actors.placement``,
 the one place for them. Importing this module loads nothing heavy: the renderer classes (which
 pull in torch and diffusers) are imported only when the application is built.
 """
@@ -28,6 +28,7 @@ def build_app(settings: Settings, *, profile: str = "local", render_gpus: float 
     with others taking the same bind arguments and answering the same calls: only the
     benchmarks' simulated GPU (``bench/simulated_gpu.py``) uses it.
     """
+    from actors.compositor_deployment import Compositor
     from actors.placement import make_placement
     from coordinator.cluster_checks import check_cluster_settings
     from coordinator.db.migrate import upgrade_database
@@ -47,7 +48,9 @@ def build_app(settings: Settings, *, profile: str = "local", render_gpus: float 
         models_dir, max_models=placement.models_per_replica["ClipRenderer"])
     audio = classes["AudioRenderer"].options(**options["AudioRenderer"]).bind(
         models_dir, max_models=placement.models_per_replica["AudioRenderer"])
-    return Api.options(**options["Api"]).bind(settings, images, clips, placement, audio=audio)
+    compositor = Compositor.options(**options["Compositor"]).bind(settings)
+    return Api.options(**options["Api"]).bind(settings, images, clips, placement, audio=audio,
+                                              compositor=compositor)
 
 
 def _renderer_classes(replaced: Mapping[str, Deployment]) -> dict[str, Deployment]:

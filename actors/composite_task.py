@@ -1,7 +1,7 @@
-"""Compositing as a Ray task: it gets CPU of its own from the scheduler (the job actor asks
-for none; how much, and on which nodes, is ``actors.placement``'s call) and can be stopped with
-``ray.cancel``, which ends ffmpeg too. If its worker process dies (killed, out of memory, its
-node lost), Ray runs it again from the stored clips: no clip is rendered again."""
+"""The compositing work: download a job's scene clips, composite the ad, mix its sound. It runs
+on the ``Compositor`` Serve deployment (``actors.compositor_deployment``), a long-lived worker
+that is warm when a job gets there; the benchmarks also run it as a cold Ray task to compare.
+Nothing here depends on where it runs: it takes everything it needs as arguments."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import ray
 
 from actors.compositor import (CallToActionCard, CompositeResult, SceneClip, Timeline,
                                composite_video, plan_timeline)
@@ -42,17 +40,18 @@ class CompositeOutput:
     seconds: float  # wall time of compositing, for the cost ledger
 
 
-# Re-runs after a crash of the worker (system failures only: an ffmpeg error is an answer).
+# Re-runs after the compositing worker died (system failures only: an ffmpeg error is an answer).
 COMPOSITE_RETRIES = 3
 
 
-@ray.remote(max_retries=COMPOSITE_RETRIES, retry_exceptions=False)
-def composite_task(settings: Settings, clips: list[ClipPlan], cta: CallToActionCard, *,
-                   width: int, height: int, fps: int, music_key: str | None = None) -> CompositeOutput:
+def composite(settings: Settings, clips: list[ClipPlan], cta: CallToActionCard, *,
+              width: int, height: int, fps: int, music_key: str | None = None,
+              objects: ObjectStore | None = None) -> CompositeOutput:
     """Downloads the scene clips, composites the ad (see ``actors.compositor``), mixes its
     sound (voice lines, ``music_key``'s bed; see ``actors.sound_mix``), and returns the MP4 and
-    thumbnail bytes. Raises ``CompositorError`` (or ``SoundMixError``) with ffmpeg's reason."""
-    objects = make_object_store(settings)
+    thumbnail bytes. Raises ``CompositorError`` (or ``SoundMixError``) with ffmpeg's reason.
+    ``objects`` is the store to read from (a long-lived caller keeps one), else made here."""
+    objects = objects or make_object_store(settings)
     workdir = Path(tempfile.mkdtemp(prefix="composite-"))
     try:
         scene_clips = []

@@ -42,11 +42,12 @@ JOBS_GAUGE_EVERY = 5
 
 class RayJobRunner:
     def __init__(self, settings: Settings, images: Any, clips: Any, placement: Placement,
-                 audio: Any = None):
+                 audio: Any = None, compositor: Any = None):
         self.settings = settings
         self.images = images
         self.clips = clips
         self.audio = audio  # the AudioRenderer handle (voice-over, music); None: a silent farm
+        self.compositor = compositor  # the Compositor handle
         self.placement = placement
         self._pokes: set[asyncio.Task] = set()  # strong references until they finish
         self._idle_hosts: list[Any] = []  # started job hosts no job has taken yet
@@ -91,7 +92,7 @@ class RayJobRunner:
         return JobActor.options(name=name, namespace=ACTOR_NAMESPACE, lifetime="detached",
                                 **self.placement.job_actor).remote(
             None, self.settings, self.images, self.clips, self.placement, host=name, owner=owner,
-            audio=self.audio)
+            audio=self.audio, compositor=self.compositor)
 
     async def _started_host(self) -> Any:
         # Creating a named actor is a blocking call to the cluster.

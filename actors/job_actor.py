@@ -24,7 +24,7 @@ from ray.util import metrics
 
 from actors import job_registry, steps, transient
 from actors.capacity import CapacityWait, CapacityWatch
-from actors.composite_task import COMPOSITE_RETRIES, ClipPlan, CompositeOutput, composite_task
+from actors.composite_task import COMPOSITE_RETRIES, ClipPlan, CompositeOutput
 from actors.compositor import CallToActionCard, CompositorError
 from actors.sound_mix import SoundMixError
 from actors.job_store import JobStore
@@ -51,6 +51,8 @@ ACTOR_NAMESPACE = "renderfarm"
 DEFAULT_CTA_BACKGROUND = "#111111"
 DEFAULT_CTA_TEXT = "#ffffff"
 OUTPUT_FPS = 24
+# Beyond ffmpeg's limits (two passes: picture, sound), time for the downloads and the bytes back.
+COMPOSITE_SLACK_S = 120.0
 # How often an idle warm host checks that the API replica that started it is alive.
 IDLE_OWNER_CHECK_S = 5.0
 
@@ -87,7 +89,7 @@ def _finished_counter():  # noqa: ANN202
 class JobActor:
     def __init__(self, job_id: str | None, settings: Settings, images: Any, clips: Any,
                  placement: Placement, *, host: str | None = None, owner: Any = None,
-                 audio: Any = None):
+                 audio: Any = None, compositor: Any = None):
         """With a ``job_id``: drives that job at once, also when Ray restarts this actor after
         a crash. Without one: the warm host named ``host``, idle until ``drive`` hands it a job;
         after a crash it takes back the job the registry says it had. ``owner`` is the API
@@ -97,6 +99,7 @@ class JobActor:
         self.images = images
         self.clips = clips
         self.audio = audio  # the AudioRenderer handle; None on a farm without one
+        self.compositor = compositor  # the Compositor handle (a warm worker; never None on a farm)
         self.host = host
         self.owner = owner
         self.job_id: str | None = None
@@ -107,6 +110,7 @@ class JobActor:
         self._run_task: asyncio.Task | None = None
         self._taking = asyncio.Lock()  # one job per host, even when two pokes race
         self._ending = False
+        self._job_final = False  # the job reached a final state (its registry entries can go)
         # Scenes finish concurrently; progress writes go one at a time and never backwards.
         self._progress_lock = asyncio.Lock()
         self._reported_percent = 0.0
@@ -177,7 +181,8 @@ class JobActor:
         self._ending = True
         if self.host is not None and self.job_id is not None:
             try:
-                await asyncio.to_thread(job_registry.release, self.job_id, self.host)
+                await asyncio.to_thread(job_registry.release, self.job_id, self.host,
+                                        finished=self._job_final)
             except Exception:  # the next poke finds a dead host and forgets it
                 log.exception("job %s: could not release its host %s", self.job_id, self.host)
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
@@ -201,6 +206,7 @@ class JobActor:
             return
         job = await self.jobs.job()
         if job is not None and JobStatus(job.status) in TERMINAL:
+            self._job_final = True
             _finished_counter().inc(tags={"status": job.status})
 
     # ---- the workflow -------------------------------------------------------------------
@@ -617,26 +623,18 @@ class JobActor:
                           voice_duration_s=s.voice_duration_s if spoken and s.voice_key else None,
                           voice_key=s.voice_key if spoken else None) for s in scenes]
         music_key = job.music_key if steps.music_source(job) != "none" else None
-        ref = composite_task.options(**self.placement.composite).remote(
-            self.settings, clips, _call_to_action(job), width=width, height=height, fps=OUTPUT_FPS,
-            music_key=music_key)
+        cta = _call_to_action(job)
         try:
-            output: CompositeOutput = await ref
-        except asyncio.CancelledError:
-            ray.cancel(ref)  # awaiting a task does not own it: stop ffmpeg explicitly
-            raise
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(exc.cause, (CompositorError, SoundMixError)) else None
-            if cause is None:
-                raise
-            raise steps.StepFailed(f"Compositing failed: {cause}", "composite_failed") from exc
-        except Exception as exc:
-            if not steps.is_retryable(exc):
-                raise
-            # Ray already re-ran the task after each crash of its worker (COMPOSITE_RETRIES).
-            raise steps.StepFailed(f"Compositing failed: its worker was lost "
-                                   f"{COMPOSITE_RETRIES + 1} times ({type(exc).__name__})",
-                                   "composite_worker_lost") from exc
+            # A replica that dies mid-video is called again (Serve starts another), from the
+            # stored clips; cancelling this stops its ffmpeg. ffmpeg's own time limits answer
+            # first: this limit is only for a replica that stopped answering.
+            output: CompositeOutput = await steps.call_renderer(
+                lambda: self.compositor.composite.remote(
+                    clips, cta, width=width, height=height, fps=OUTPUT_FPS, music_key=music_key),
+                "Compositing", attempts=COMPOSITE_RETRIES + 1,
+                timeout_s=2 * self.settings.ffmpeg_timeout_seconds + COMPOSITE_SLACK_S)
+        except steps.StepFailed as failed:
+            raise _composite_failure(failed) from failed.__cause__
         await self.jobs.record_usage("composite", seconds=output.seconds,
                                      cost=pricing.composite_cost(self.settings, output.seconds))
         await self.jobs.set_progress(progress("uploading", step_percent("uploading", 0, 1),
@@ -672,6 +670,19 @@ async def _all_at_once(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
                 group.create_task(coroutine)
     except BaseExceptionGroup as failures:
         raise failures.exceptions[0] from None
+
+
+def _composite_failure(failed: steps.StepFailed) -> steps.StepFailed:
+    """What a failed compositing call tells the client: ffmpeg's reason (``composite_failed``),
+    or that the compositing worker died on every attempt (``composite_worker_lost``)."""
+    raised = failed.__cause__
+    cause = getattr(raised, "cause", None) or raised  # Serve wraps the replica's exception
+    if isinstance(cause, (CompositorError, SoundMixError)):
+        return steps.StepFailed(f"Compositing failed: {cause}", "composite_failed")
+    if raised is not None and steps.is_retryable(raised):
+        return steps.StepFailed(f"Compositing failed: its worker was lost {COMPOSITE_RETRIES + 1}"
+                                f" times ({type(raised).__name__})", "composite_worker_lost")
+    return failed
 
 
 def _call_to_action(job: Job) -> CallToActionCard:

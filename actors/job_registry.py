@@ -5,7 +5,10 @@ Two entries per job being driven: ``job/<job id>`` → host name (claimed with p
 two API replicas racing for one job agree on one host) and ``host/<host name>`` → job id (how a
 restarted host knows which job it had). The host removes both when it ends. ``hosts/<job id>``
 lists every host that has driven the job, in order (for operators and tests asking which actors
-ran a job); it is one small entry per job and is not pruned yet.
+ran a job). It is kept for ``FINISHED_RETENTION_S`` after the job reaches a final state, then
+pruned: a host ending with a finished job marks it (``finished/<time>/<job id>``, the time in
+the key so pruning reads one key listing, no values) and removes the lists of jobs that
+finished longer ago than that. The registry so holds the jobs being driven plus the last hour's.
 
 Ray's ``internal_kv`` is what Serve and Tune keep their own state in; it is blocking, so
 callers on an event loop run these functions in a thread.
@@ -13,9 +16,13 @@ callers on an event loop run these functions in a thread.
 
 from __future__ import annotations
 
+import time
+
 from ray.experimental import internal_kv
 
 NAMESPACE = "renderfarm-job-hosts"
+# How long the hosts that drove a finished job stay listed (an operator looking into it).
+FINISHED_RETENTION_S = 3600.0
 
 
 def _text(value: bytes | None) -> str | None:
@@ -53,11 +60,28 @@ def hosts_of(job_id: str) -> list[str]:
     return value.split("\n") if value else []
 
 
-def release(job_id: str, host_name: str) -> None:
-    """Removes the host's entries (the job's only while they still name this host)."""
+def release(job_id: str, host_name: str, *, finished: bool = False,
+            now: float | None = None) -> None:
+    """Removes the host's entries (the job's only while they still name this host). With
+    ``finished`` (the job reached a final state), marks the job finished at ``now`` and prunes
+    the host lists of jobs finished more than ``FINISHED_RETENTION_S`` before it."""
     if host_of(job_id) == host_name:
         internal_kv._internal_kv_del(f"job/{job_id}", namespace=NAMESPACE)
     internal_kv._internal_kv_del(f"host/{host_name}", namespace=NAMESPACE)
+    if finished:
+        now = time.time() if now is None else now
+        internal_kv._internal_kv_put(f"finished/{now:014.3f}/{job_id}", b"", namespace=NAMESPACE)
+        prune_finished(now - FINISHED_RETENTION_S)
+
+
+def prune_finished(before: float) -> None:
+    """Removes the host lists (and marks) of jobs that finished before ``before``."""
+    for raw in internal_kv._internal_kv_list("finished/", namespace=NAMESPACE):
+        key = raw.decode()
+        _, at, job_id = key.split("/", 2)
+        if float(at) < before:
+            internal_kv._internal_kv_del(f"hosts/{job_id}", namespace=NAMESPACE)
+            internal_kv._internal_kv_del(key, namespace=NAMESPACE)
 
 
 def forget_dead(job_id: str, host_name: str) -> None:

@@ -4,11 +4,11 @@ replica count, resource request and batching knob.
 Two profiles, because the two ways people run the farm need different things:
 
 - ``local`` (``scripts/serve``, ``serve run serve_app:app``): one machine. Everything the farm
-  schedules must fit the CPUs the local Ray has, so the renderers and the compositing task take
+  schedules must fit the CPUs the local Ray has, so the renderers and the compositor take
   fractions of them. A renderer asks for a GPU only when this machine has one.
 - ``cluster`` (``serve deploy serve_config.yaml`` after ``ray up cluster.yaml``): renderers take
   one GPU each, so only GPU nodes hold them, and scale with load. The API, job actors and
-  compositing ask for a sliver of the ``coordinator`` resource, which only the nodes that
+  the compositor ask for a sliver of the ``coordinator`` resource, which only the nodes that
   ``cluster.yaml`` marks (the head) advertise, so they never land on a GPU node.
 
 A resource request is only added when some node of the cluster offers it: a laptop's Ray has
@@ -46,21 +46,23 @@ MODELS_PER_REPLICA: dict[str, dict[str, int]] = {
 # The audio renderer's share of a GPU on the cluster: a quarter of a 24 GB card holds MusicGen
 # small at its peak and a few voices, and lets it sit beside another audio replica.
 AUDIO_GPU_SHARE = 0.25
+# Compositing replicas on the cluster's head: one video each at a time (ffmpeg's encode uses up
+# to 4 threads); more start while videos queue, up to this many.
+COMPOSITOR_MAX_REPLICAS = 4
 # On one machine the audio renderer asks for a fifth of a renderer's CPU share: it is busy only
-# briefly per job, and the image and clip renderers plus a compositing task must still fit.
+# briefly per job, and the image and clip renderers plus the compositor must still fit.
 AUDIO_CPU_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
 class Placement:
     """What the scheduler is asked for: Serve deployment options per deployment, and Ray
-    options for the per-job actors and the compositing task. Picklable: the job actors get it."""
+    options for the per-job actors. Picklable: the job actors get it."""
 
     profile: Profile
     render_gpus: float
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_actor: dict[str, Any] = field(default_factory=dict)
-    composite: dict[str, Any] = field(default_factory=dict)
     # Presets held per replica, by renderer deployment (passed to the renderer at bind).
     models_per_replica: dict[str, int] = field(default_factory=dict)
 
@@ -89,14 +91,18 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
     cpus = max(resources.get("CPU", 0.0), 1.0)
     pinned = ({"resources": {COORDINATOR_RESOURCE: COORDINATOR_SLIVER}}
               if resources.get(COORDINATOR_RESOURCE) else {})
-    # A renderer and the compositing task each take a quarter of the CPUs, at most one: two
-    # renderers and a compositing task fit together on any machine (on 2 cores, 0.5 each).
+    # A renderer and the compositor each take a quarter of the CPUs, at most one: two
+    # renderers and the compositor fit together on any machine (on 2 cores, 0.5 each).
     # With a GPU, the CPU request covers the replica's host work (decode, encode, batching).
     cpu_share = min(1.0, round(max(cpus * CPU_SHARE, 0.05), 2))
     renderer = {"num_gpus": gpus, "num_cpus": cpu_share} if gpus > 0 else {"num_cpus": cpu_share}
     audio_cpus = max(0.01, round(cpu_share * AUDIO_CPU_FRACTION, 2))
     audio = ({"num_gpus": min(gpus, AUDIO_GPU_SHARE), "num_cpus": audio_cpus} if gpus > 0
              else {"num_cpus": audio_cpus})
+    # Compositing is ffmpeg on CPUs, next to the API on the head; a replica takes one video at
+    # a time (see ``actors.compositor_deployment``), waiting ones queue in Serve's router.
+    compositor = {"max_ongoing_requests": 1,
+                  "ray_actor_options": {"num_cpus": cpu_share, **pinned}}
     if profile == "local":
         deployments = {
             "Api": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0, **pinned}},
@@ -109,6 +115,8 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
                              "ray_actor_options": dict(renderer)},
             "AudioRenderer": {"num_replicas": 1, "max_ongoing_requests": 16,
                               "ray_actor_options": dict(audio)},
+            # One: on one machine a second ffmpeg would only share the same cores.
+            "Compositor": {"num_replicas": 1, **compositor},
         }
     else:
         deployments = {
@@ -127,12 +135,15 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
                               "autoscaling_config": {"min_replicas": 1, "max_replicas": 4,
                                                      "target_ongoing_requests": 4},
                               "ray_actor_options": dict(audio)},
+            "Compositor": {"autoscaling_config": {"min_replicas": 1,
+                                                  "max_replicas": COMPOSITOR_MAX_REPLICAS,
+                                                  "target_ongoing_requests": 1},
+                           **compositor},
         }
     return Placement(
         profile=profile, render_gpus=gpus, deployments=deployments,
         # Job actors wait on I/O and other actors; they take no CPU so any number fit.
         job_actor={"num_cpus": 0, **pinned},
-        composite={"num_cpus": cpu_share, **pinned},
         models_per_replica=dict(MODELS_PER_REPLICA[profile]),
     )
 

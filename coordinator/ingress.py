@@ -24,11 +24,12 @@ HEAVY_MODULES = ("torch", "diffusers", "transformers")
 @serve.ingress()
 class Api:
     def __init__(self, settings: Settings, images: Any, clips: Any, placement: Any,
-                 audio: Any = None) -> None:
+                 audio: Any = None, compositor: Any = None) -> None:
         from actors.facade import RayJobRunner
 
         self.settings = settings
-        self.runner = RayJobRunner(settings, images, clips, placement, audio=audio)
+        self.runner = RayJobRunner(settings, images, clips, placement, audio=audio,
+                                   compositor=compositor)
 
     def __serve_build_asgi_app__(self):
         # The application builder already migrated the database before any replica started.

@@ -84,11 +84,11 @@ def test_another_presets_models_load_beside_the_default(audio, ray_session):
 
 def test_the_audio_renderer_fits_beside_the_others_and_shares_a_gpu_on_the_cluster(monkeypatch):
     monkeypatch.delenv("RENDERFARM_RENDER_GPUS", raising=False)  # as on the cluster's nodes
-    # On this 2-core machine: both renderers, the audio renderer and a compositing task at once.
+    # On this 2-core machine: both renderers, the audio renderer and the compositor at once.
     local = make_placement("local", render_gpus=0, cluster_resources={"CPU": 2})
     wanted = sum(local.deployments[name]["ray_actor_options"]["num_cpus"]
-                 for name in ("ImageRenderer", "ClipRenderer", "AudioRenderer"))
-    assert wanted + local.composite["num_cpus"] <= 2
+                 for name in ("ImageRenderer", "ClipRenderer", "AudioRenderer", "Compositor"))
+    assert wanted <= 2
     # On the cluster: a fraction of a GPU node's card, never the head (no coordinator sliver).
     cluster = make_placement("cluster", render_gpus=None,
                              cluster_resources={"CPU": 16, "GPU": 1, "coordinator": 1000})

@@ -2,7 +2,8 @@
 fast. On the real farm (real Ray, Serve, renderers, ffmpeg, SQLite):
 
 - renders in flight when a job actor dies are adopted by its next incarnation, not redone;
-- a compositing worker killed mid-video is run again, without rendering a clip again;
+- a compositor replica killed mid-video: the video is made again on its replacement, without
+  rendering a clip again; a cancelled compositing call stops its ffmpeg;
 - one hung job actor does not hold up the supervisor's resumption of another job;
 - renderers that need a GPU no node has fail the job at once (``no_capacity``); where capacity
   may come (an autoscaler), the job says it waits, and that wait has its own limit, apart from
@@ -15,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import threading
 import uuid
+from pathlib import Path
 
 import httpx
 import psutil
@@ -70,15 +71,27 @@ def test_renders_in_flight_when_the_job_actor_dies_are_adopted_not_redone(alice,
 
 # ---- compositing worker crash -----------------------------------------------------------------
 
-def _kill_compositing_worker() -> bool:
-    """SIGKILLs the worker process running the compositing task, if one runs now. Only this
-    test session's Ray processes are looked at (they descend from this process)."""
+def _compositor_ffmpeg(app_name: str) -> list[psutil.Process]:
+    """The ffmpeg processes the app's compositor replica runs now. Only this test session's Ray
+    processes are looked at (they descend from this process)."""
+    found = []
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if "composite_task" in " ".join(process.cmdline()):
-                os.kill(process.pid, signal.SIGKILL)
-                return True
-    return False
+            parent = process.parent()
+            if ("ffmpeg" in process.name() and parent is not None
+                    and f"ServeReplica:{app_name}:Compositor" in " ".join(parent.cmdline())):
+                found.append(process)
+    return found
+
+
+def _kill_compositor_replica(app_name: str) -> None:
+    """Kills the app's compositor replica's actor (as a crash or a lost node would); Serve
+    starts another."""
+    prefix = f"SERVE_REPLICA::{app_name}#Compositor#"
+    names = [actor for actor in ray.util.list_named_actors(all_namespaces=True)
+             if actor["name"].startswith(prefix)]
+    assert len(names) == 1, names
+    ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)
 
 
 def test_a_killed_compositing_worker_is_run_again_without_rendering_clips_again(alice, local_farm):
@@ -86,9 +99,10 @@ def test_a_killed_compositing_worker_is_run_again_without_rendering_clips_again(
                         autoApprove=True)
     wait_for(lambda j: j["progress"] and j["progress"]["stage"] == "compositing", alice,
              created["id"], timeout=300, what="compositing")
-    killed = wait_until(_kill_compositing_worker, timeout=60, interval=0.02,
-                        what="the compositing worker")
-    assert killed
+    # Mid-video: the replica has ffmpeg running for this job (no other job runs now).
+    wait_until(lambda: _compositor_ffmpeg(local_farm.app_name), timeout=60, interval=0.02,
+               what="the compositor's ffmpeg")
+    _kill_compositor_replica(local_farm.app_name)
 
     job = wait_for_status(alice, created["id"], "completed", timeout=300)
     assert job["videoUrl"] and job["error"] is None
@@ -97,6 +111,46 @@ def test_a_killed_compositing_worker_is_run_again_without_rendering_clips_again(
     assert set(clips.values()) == {1}, "a clip was rendered again"
     kinds = [row["kind"] for row in usage_rows(local_farm.settings, created["id"])]
     assert kinds.count("composite") == 1
+
+
+def _stored_clip(settings, key: str) -> None:
+    """A one-second clip, stored as a job's scene clip would be."""
+    import tempfile
+
+    from PIL import Image
+
+    from actors.compositor import encode_frames_to_mp4
+    from coordinator.storage import make_object_store
+
+    with tempfile.TemporaryDirectory() as workdir:
+        path = Path(workdir) / "clip.mp4"
+        frames = [Image.new("RGB", (64, 64), (index * 10, 80, 160)) for index in range(24)]
+        encode_frames_to_mp4(frames, 24, path)
+        make_object_store(settings).put_bytes(key, path.read_bytes(), "video/mp4")
+
+
+def test_a_cancelled_compositing_call_stops_its_ffmpeg(local_farm):
+    from actors.composite_task import ClipPlan
+    from actors.compositor import CallToActionCard
+
+    key = f"tests/{uuid.uuid4().hex}/clip.mp4"
+    _stored_clip(local_farm.settings, key)
+    compositor = serve.get_deployment_handle("Compositor", app_name=local_farm.app_name)
+    card = CallToActionCard(text="Buy now", background_color="#111111", text_color="#ffffff",
+                            duration_s=1.0)
+    # Ten minutes of 720p: ffmpeg is still encoding when the call is cancelled.
+    long = [ClipPlan(clip_key=key, duration_s=150.0, transition="cut", caption="A long scene")] * 4
+    response = compositor.composite.remote(long, card, width=1280, height=720, fps=24)
+    wait_until(lambda: _compositor_ffmpeg(local_farm.app_name), timeout=60, interval=0.02,
+               what="the compositor's ffmpeg")
+    response.cancel()
+    wait_until(lambda: not _compositor_ffmpeg(local_farm.app_name), timeout=30,
+               what="ffmpeg to stop")
+    # The replica is free for the next video (it composites one at a time).
+    short = [ClipPlan(clip_key=key, duration_s=1.0, transition="cut", caption="Short")]
+    output = compositor.composite.remote(short, card, width=160, height=90,
+                                         fps=24).result(timeout_s=120)
+    assert output.video_mp4[4:8] == b"ftyp" and output.result.width == 160
 
 
 # ---- supervisor -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import httpx
 import ray
 from ray import serve
 from ray.cluster_utils import Cluster
-from ray.util.state import list_actors, list_tasks
+from ray.util.state import list_actors
 
 from coordinator.auth import issue_local_token
 from coordinator.cluster_checks import ClusterSettingsError
@@ -92,9 +92,6 @@ def main(facts_path: Path, http_port: int, dashboard_port: int, slow_preset: str
         facts["actors"] = [{"class_name": a.class_name, "node_id": a.node_id, "state": a.state}
                            for a in list_actors(limit=10_000)
                            if a.class_name == "JobActor" or a.class_name.startswith("ServeReplica:")]
-        facts["composite_tasks"] = [{"node_id": t.node_id, "state": t.state}
-                                    for t in list_tasks(filters=[("name", "=", "composite_task")],
-                                                        limit=10_000)]
         phase("done")
     except BaseException:
         facts["error"] = traceback.format_exc()

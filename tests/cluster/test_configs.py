@@ -89,9 +89,11 @@ def test_placement_puts_renderers_on_gpu_nodes_and_the_rest_on_the_head(cluster_
         request = actor_request(placement.deployments[deployment]["ray_actor_options"])
         assert request["GPU"] == 1
         assert {name for name, node in nodes.items() if fits(request, node)} == set(nodes) - {head}
-    for what, request in {"Api": actor_request(placement.deployments["Api"]["ray_actor_options"]),
+    deployments = placement.deployments
+    for what, request in {"Api": actor_request(deployments["Api"]["ray_actor_options"]),
                           "job actor": actor_request(placement.job_actor),
-                          "compositing": actor_request(placement.composite)}.items():
+                          "Compositor": actor_request(
+                              deployments["Compositor"]["ray_actor_options"])}.items():
         assert {name for name, node in nodes.items() if fits(request, node)} == {head}, what
 
 
