@@ -11,15 +11,23 @@ import httpx
 import numpy as np
 import pytest
 
+from actors import steps
 from actors.media_probe import extract_frame, probe_media
+from actors.sound_mix import MUSIC_FADE_S, TARGET_LUFS
+from actors.timeline import plan_timeline
+from coordinator.schemas.jobs import CTA_CARD_SECONDS
 from coordinator.storage import make_object_store
 from models.presets import get_preset
+from tests.actors.test_sound import _audio_stream as audio_stream_line
+from tests.actors.test_sound import _loudness as loudness
+from tests.actors.test_sound import _samples as decoded_audio
 from tests.jobs_helpers import (caption_match, database_rows, get_job, job_object_keys, start_job,
                                 usage_rows, wait_actor_gone, wait_for, wait_for_status)
 
 pytestmark = pytest.mark.ray
 
-FRAME = 1 / 24
+FPS = 24  # the delivered video's (actors.job_actor.OUTPUT_FPS)
+FRAME = 1 / FPS
 
 
 @pytest.fixture
@@ -176,6 +184,128 @@ def test_cancel_during_video_processing_leaves_no_video(alice, farm):
     assert not store.exists(f"jobs/{job['id']}/video.mp4")
 
 
+# ---- the ad's sound -------------------------------------------------------------------------
+
+AUDIO_RATE = 48_000
+# Where a voice is heard: speech's band. The tiny voice (a 16 kHz VITS) has most of its energy
+# here; the tiny music model almost none (its noise lies above 7 kHz), so a line cannot pass for
+# the music under it, nor the music for a line.
+VOICE_BAND = (80.0, 4000.0)
+# A spoken line is heard at least this loud in its band (the ad sits at -14 LUFS)...
+VOICE_FLOOR = 0.05
+# ...and anything else, in that band, at most a tenth of its line.
+NOT_VOICE = 0.1
+# Music without a voice over it: every half second at least this loud (about -34 dBFS RMS).
+MUSIC_FLOOR = 0.02
+
+
+def band_rms(samples: np.ndarray, start_s: float, end_s: float,
+             band: tuple[float, float] | None = None) -> float:
+    """RMS amplitude of ``samples`` (48 kHz mono) between two times, only of the frequencies in
+    ``band`` if given (Parseval over the window's spectrum)."""
+    chunk = samples[round(start_s * AUDIO_RATE):round(end_s * AUDIO_RATE)]
+    if band is None:
+        return float(np.sqrt(np.mean(np.square(chunk))))
+    spectrum = np.fft.rfft(chunk)
+    freqs = np.fft.rfftfreq(len(chunk), 1 / AUDIO_RATE)
+    inside = (freqs >= band[0]) & (freqs < band[1])
+    return float(np.sqrt(2 * np.sum(np.abs(spectrum[inside]) ** 2)) / len(chunk))
+
+
+def scene_windows(settings, job_id: str) -> tuple[list[tuple[float, float, float | None]], float]:
+    """Each scene's (start, end, spoken line's length) on the finished video's timeline and the
+    video's length, planned as the compositor plans them from the stored scenes: a scene lasts
+    its planned duration or its line plus the pad if longer; the call-to-action card closes."""
+    scenes = database_rows(settings, job_id)["scenes"]
+    durations = [steps.spoken_scene_seconds(s["duration_s"], s["voice_duration_s"]) for s in scenes]
+    timeline = plan_timeline(durations, [s["transition"] for s in scenes], CTA_CARD_SECONDS, FPS)
+    ends = [frame / FPS for frame in timeline.boundaries[:len(scenes)]]
+    starts = [0.0, *ends[:-1]]
+    return ([(start, end, scene["voice_duration_s"])
+             for start, end, scene in zip(starts, ends, scenes)], timeline.total_frames / FPS)
+
+
+def downloaded_sound(alice: httpx.Client, job: dict, path) -> tuple[np.ndarray, float]:
+    """The finished MP4 as its owner downloads it, checked to carry one AAC track, 48 kHz stereo,
+    as long as the picture (to a frame); returns the track decoded (mono, 48 kHz) and the
+    video's length."""
+    path.write_bytes(fetched(alice, job["videoUrl"]))
+    stream = audio_stream_line(path)
+    assert "aac" in stream and "48000 Hz" in stream and "stereo" in stream, stream
+    length = probe_media(path, exact=True).duration_s
+    samples = decoded_audio(path)
+    assert abs(len(samples) / AUDIO_RATE - length) <= FRAME
+    return samples, length
+
+
+def assert_broadcast_loudness(path) -> None:
+    """-14 LUFS integrated (±1 LU), true peak at most -1 dBTP, by ffmpeg's ebur128=peak=true."""
+    integrated, true_peak = loudness(path)
+    assert abs(integrated - TARGET_LUFS) <= 1.0 and true_peak <= -1.0, (integrated, true_peak)
+
+
+def sound_rows(settings, job_id: str) -> list[tuple[str, str]]:
+    """The ledger's voice and music rows: (kind, scene id; "" for the job's music)."""
+    return sorted((row["kind"], row["scene_id"] or "") for row in usage_rows(settings, job_id)
+                  if row["kind"] in ("voice", "music"))
+
+
+def test_the_ad_speaks_every_scene_over_its_music(alice, farm, tmp_path):
+    """Three small jobs at once, probed as their owner downloads them: the default (every
+    scene's line spoken over generated music), the voice-over off (music only), and neither
+    (a silent track)."""
+    if farm.settings.s3_bucket:
+        pytest.skip("the sound pass is the same on either backend (S3-stored voice lines: "
+                    "the revision test)")
+    settings = farm.settings
+    options = {"voiced": {}, "music": {"voiceOver": False},
+               "silent": {"voiceOver": False, "music": "none"}}
+    ids = {name: start_job(alice, sceneCount=2, durationSeconds=6, autoApprove=True,
+                           **advanced)["id"] for name, advanced in options.items()}
+    done = {name: wait_for_status(alice, job_id, "completed", timeout=300)
+            for name, job_id in ids.items()}
+
+    # The default: one line per scene and one bed made, each heard where it belongs.
+    voiced, length = downloaded_sound(alice, done["voiced"], tmp_path / "voiced.mp4")
+    assert_broadcast_loudness(tmp_path / "voiced.mp4")
+    windows, planned = scene_windows(settings, ids["voiced"])
+    assert abs(length - planned) <= FRAME  # scenes as long as their lines need, then the card
+    scenes = done["voiced"]["storyboard"]["scenes"]
+    assert sound_rows(settings, ids["voiced"]) == sorted(
+        [("music", ""), *(("voice", scene["id"]) for scene in scenes)])
+    lines = []
+    for start, end, spoken in windows:
+        assert spoken is not None and spoken > 0.2
+        line = band_rms(voiced, start + 0.05, start + spoken - 0.05, VOICE_BAND)
+        assert line >= VOICE_FLOOR, (start, spoken, line)
+        # Its own line, placed at its scene's start: quiet once it has ended.
+        if end - (start + spoken) > 0.3:
+            assert band_rms(voiced, start + spoken + 0.15, end, VOICE_BAND) <= NOT_VOICE * line
+        lines.append(line)
+    # Under the card nothing is spoken; the music is still heard.
+    card = (windows[-1][1] + 0.1, length - MUSIC_FADE_S)
+    assert band_rms(voiced, *card, VOICE_BAND) <= NOT_VOICE * min(lines)
+    assert band_rms(voiced, *card) >= MUSIC_FLOOR / 2
+
+    # The voice-over off: no line spoken, nothing in speech's band where the default spoke, the
+    # music heard in every half second (its fades included).
+    music, length = downloaded_sound(alice, done["music"], tmp_path / "music.mp4")
+    assert_broadcast_loudness(tmp_path / "music.mp4")
+    assert sound_rows(settings, ids["music"]) == [("music", "")]
+    windows, planned = scene_windows(settings, ids["music"])
+    assert abs(length - planned) <= FRAME
+    for start, end, spoken in windows:
+        assert spoken is None
+        assert band_rms(music, start, end, VOICE_BAND) <= NOT_VOICE * min(lines)
+    for start in np.arange(0.0, length - 0.25, 0.5):
+        assert band_rms(music, start, min(start + 0.5, length)) >= MUSIC_FLOOR, start
+
+    # Neither: a silent AAC track, still as long as the video; no audio model was called.
+    silent, _ = downloaded_sound(alice, done["silent"], tmp_path / "silent.mp4")
+    assert not np.any(silent)
+    assert sound_rows(settings, ids["silent"]) == []
+
+
 # ---- revising a finished video --------------------------------------------------------------
 
 NEW_LINE = "Now in lemon too"
@@ -201,10 +331,10 @@ def renders(ledger: list[dict]) -> list[tuple[str, str]]:
 
 
 def test_revising_one_scene_renders_only_that_scene(alice, farm, tmp_path):
-    """One scene of a finished job changed: only its image and clip are rendered again, the
-    other clips are reused, the previous video is served until the revised one replaces it and
-    is then deleted; a revision cancelled while it renders leaves the job completed with the
-    video it had."""
+    """One scene of a finished job changed: only its image, clip and line are made again, the
+    other clips and lines are reused, the previous video is served until the revised one
+    replaces it and is then deleted; a revision cancelled while it renders leaves the job
+    completed with the video it had."""
     settings = farm.settings
     job_id = start_job(alice, sceneCount=3, durationSeconds=9, autoApprove=True)["id"]
     first = wait_for_status(alice, job_id, "completed", timeout=300)
@@ -249,6 +379,9 @@ def test_revising_one_scene_renders_only_that_scene(alice, farm, tmp_path):
     assert ledger[:len(ledger_before)] == ledger_before
     added = ledger[len(ledger_before):]
     assert renders(added) == [("clip", changed["id"]), ("image", changed["id"])]
+    # Only the changed line is spoken again; the music is the job's, made once.
+    assert sorted((row["kind"], row["scene_id"]) for row in added
+                  if row["kind"] in ("voice", "music")) == [("voice", changed["id"])]
     assert [row["kind"] for row in added].count("composite") == 1
     assert done["actualCost"] == pytest.approx(sum(row["cost"] for row in ledger), abs=1e-5)
     assert done["actualCost"] > first["actualCost"]
@@ -260,9 +393,11 @@ def test_revising_one_scene_renders_only_that_scene(alice, farm, tmp_path):
     assert (new_scene["version"], new_scene["image_version"], new_scene["clip_version"]) == (2, 2, 2)
     assert new["revision"] == 1
     # The revised video replaced the previous one, which is deleted with the replaced artifacts.
-    replaced = {old["video_key"], old["thumbnail_key"], old_scene["image_key"], old_scene["clip_key"]}
+    replaced = {old["video_key"], old["thumbnail_key"], old_scene["image_key"],
+                old_scene["clip_key"], old_scene["voice_key"]}
     added_keys = {new["video_key"], new["thumbnail_key"], new_scene["image_key"],
-                  new_scene["clip_key"]}
+                  new_scene["clip_key"], new_scene["voice_key"]}
+    assert None not in replaced | added_keys
     assert not replaced & added_keys
     objects = job_object_keys(settings, job_id)
     assert added_keys <= objects and not replaced & objects
@@ -279,6 +414,13 @@ def test_revising_one_scene_renders_only_that_scene(alice, farm, tmp_path):
     assert meta["fileSize"] == video.stat().st_size and abs(meta["duration"] - info.duration_s) < 0.1
     assert meta["createdAt"] > first_meta["createdAt"]  # delivered anew
     assert video.read_bytes() != first_video
+    # The revised ad sounds like the first: the new line heard in its scene, the others in theirs.
+    revised, length = downloaded_sound(alice, done, tmp_path / "revised-sound.mp4")
+    assert_broadcast_loudness(video)
+    windows, planned = scene_windows(settings, job_id)
+    assert abs(length - planned) <= FRAME
+    for start, _end, spoken in windows:
+        assert band_rms(revised, start + 0.05, start + spoken - 0.05, VOICE_BAND) >= VOICE_FLOOR
     assert done["progress"]["message"] == "Video ready"
 
     # A second revision, cancelled while it renders: the job is completed again with the
