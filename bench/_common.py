@@ -218,8 +218,8 @@ class CpuMeter:
     """CPU seconds per part of the farm over a window, read from /proc through psutil.
 
     Ray names its worker processes after what they run (``ray::ServeReplica:bench:Api``,
-    ``ray::JobActor``, ``ray::composite_task``, ``ray::IDLE``), so a process's CPU time is
-    booked to the part it was last seen running (a worker that ran the compositing task stays
+    ``ray::JobActor``, ``ray::ServeReplica:bench:Compositor``, ``ray::IDLE``), so a process's
+    CPU time is booked to the part it was last seen running (a worker that ran a job actor stays
     booked to it when it goes idle). Short-lived processes (each job's actor)
     are caught by sampling during the job; what exits between two samples shows up only in
     the machine's total, as "not attributed"."""
@@ -231,7 +231,7 @@ class CpuMeter:
              ("ProxyActor", "Serve HTTP proxy"),
              ("ServeController", "Serve controller"),
              ("JobActor", "job actor"),
-             ("composite_task", "compositing task"),
+             ("Compositor", "compositor replica"),
              ("Agent", "Ray core (raylet, GCS, agents)"))
     WORKER = "other Ray workers (idle, starting)"
     GENERIC = (WORKER,)
