@@ -126,10 +126,15 @@ class RayJobRunner:
         """One image outside any job (a character reference asset) on the image renderers,
         routed like a job's scenes; a 503 ``APIError`` if it cannot be rendered."""
         images = self.images.options(multiplexed_model_id=request.preset)
+        # A request waits at most for a worker to start plus one render, never indefinitely.
+        limit_s = self.settings.capacity_wait_seconds + self.settings.render_timeout_seconds
         try:
-            return await steps.call_renderer(lambda: images.render.remote(request),
-                                             "Rendering the reference image",
-                                             timeout_s=self.settings.render_timeout_seconds)
+            return await asyncio.wait_for(steps.call_renderer(
+                lambda: images.render.remote(request), "Rendering the reference image",
+                timeout_s=self.settings.render_timeout_seconds), limit_s)
+        except asyncio.TimeoutError:
+            raise APIError(503, "No image renderer took the reference image in time; try "
+                           "again later", "renderer_unavailable") from None
         except steps.StepFailed as exc:  # nothing was stored; the caller may simply retry
             raise APIError(503, exc.message, exc.code) from None
 

@@ -63,6 +63,12 @@ CONFLICTS = {
 }
 
 # A second success status a route answers besides its declared one.
+# Operations that need the render farm itself, not only the database.
+NEEDS_RENDERERS = {
+    "generate_character_reference": "No image renderer could render it (`renderer_unavailable`, "
+                                    "`render_failed`, `render_timeout`); nothing was stored",
+}
+
 EXTRA_SUCCESS = {
     "create_job": (200, "The job an earlier request with the same Idempotency-Key created"),
 }
@@ -174,6 +180,8 @@ def _describe_operation(route: APIRoute, method: str, operation: dict[str, Any])
         errors[413] = ERROR_DESCRIPTIONS[413]
     if route.name in CONFLICTS:
         errors[409] = CONFLICTS[route.name]
+    if route.name in NEEDS_RENDERERS:
+        errors[503] = NEEDS_RENDERERS[route.name]
     if route.name in BYTE_ROUTES:
         errors[416] = ERROR_DESCRIPTIONS[416]
     for status, description in sorted(errors.items()):
