@@ -40,6 +40,11 @@ AAC_BITRATE = "192k"
 VOICE_STEM_LUFS = -16.0
 MUSIC_STEM_LUFS = -27.0
 MUSIC_FADE_S = 0.5
+# Stems are high-passed first: a TTS model's line can carry a DC offset or rumble, which loudness
+# meters ignore (K-weighting) but which clicks where each line starts and ends and eats headroom.
+# Speech has nothing useful below 60 Hz; music keeps its bass (only DC goes).
+VOICE_HIGHPASS_HZ = 60.0
+MUSIC_HIGHPASS_HZ = 20.0
 # Below this the measured mix is silence (e.g. a silent asset): no gain can normalise it.
 SILENCE_LUFS = -70.0
 
@@ -98,7 +103,8 @@ def _mix_graph(voice_starts: Sequence[float], has_music: bool, duration_s: float
     for index, start in enumerate(voice_starts):
         delay_ms = max(0, round(start * 1000))
         # Each line levelled on its own (single-pass loudnorm), then placed at its scene.
-        parts.append(f"[{index}:a]{_STEREO},loudnorm=I={_number(VOICE_STEM_LUFS)}:TP=-3,"
+        parts.append(f"[{index}:a]{_STEREO},highpass=f={_number(VOICE_HIGHPASS_HZ)},"
+                     f"loudnorm=I={_number(VOICE_STEM_LUFS)}:TP=-3,"
                      f"{_STEREO},adelay=delays={delay_ms}:all=1[v{index}]")
     if len(voice_starts) > 1:
         labels = "".join(f"[v{index}]" for index in range(len(voice_starts)))
@@ -109,6 +115,7 @@ def _mix_graph(voice_starts: Sequence[float], has_music: bool, duration_s: float
         music = len(voice_starts)  # the input after the voices, looped by -stream_loop
         fade_start = _number(max(duration_s - MUSIC_FADE_S, 0.0))
         parts.append(f"[{music}:a]{_STEREO},atrim=end={duration},asetpts=PTS-STARTPTS,"
+                     f"highpass=f={_number(MUSIC_HIGHPASS_HZ)},"
                      f"loudnorm=I={_number(MUSIC_STEM_LUFS)}:TP=-6,{_STEREO},"
                      f"afade=t=in:d={_number(min(MUSIC_FADE_S, duration_s / 4))},"
                      f"afade=t=out:st={fade_start}:d={_number(MUSIC_FADE_S)}[music]")

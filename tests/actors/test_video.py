@@ -199,6 +199,9 @@ VOICE_FLOOR = 0.05
 NOT_VOICE = 0.1
 # Music without a voice over it: every half second at least this loud (about -34 dBFS RMS).
 MUSIC_FLOOR = 0.02
+# The most DC offset a spoken line may carry (-40 dBFS): an offset clicks where a line starts
+# and ends, and loudness meters cannot see it (the tiny voice's lines carry about -15 dBFS).
+DC_LIMIT = 0.01
 
 
 def band_rms(samples: np.ndarray, start_s: float, end_s: float,
@@ -280,6 +283,8 @@ def test_the_ad_speaks_every_scene_over_its_music(alice, farm, tmp_path):
         assert spoken is not None and spoken > 0.2
         line = band_rms(voiced, start + 0.05, start + spoken - 0.05, VOICE_BAND)
         assert line >= VOICE_FLOOR, (start, spoken, line)
+        offset = np.mean(voiced[round(start * AUDIO_RATE):round((start + spoken) * AUDIO_RATE)])
+        assert abs(offset) <= DC_LIMIT, offset
         # Its own line, placed at its scene's start: quiet once it has ended.
         if end - (start + spoken) > 0.3:
             assert band_rms(voiced, start + spoken + 0.15, end, VOICE_BAND) <= NOT_VOICE * line
