@@ -7,7 +7,8 @@ Two profiles, because the two ways people run the farm need different things:
   schedules must fit the CPUs the local Ray has, so the renderers and the compositor take
   fractions of them. A renderer asks for a GPU only when this machine has one.
 - ``cluster`` (``serve deploy serve_config.yaml`` after ``ray up cluster.yaml``): renderers take
-  one GPU each, so only GPU nodes hold them, and scale with load. The API, job actors and
+  one card each (¾ of its GPU, leaving the audio renderer's ¼), so only GPU nodes hold them,
+  and scale with load. The API, job actors and
   the compositor ask for a sliver of the ``coordinator`` resource, which only the nodes that
   ``cluster.yaml`` marks (the head) advertise, so they never land on a GPU node.
 
@@ -95,7 +96,12 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
     # renderers and the compositor fit together on any machine (on 2 cores, 0.5 each).
     # With a GPU, the CPU request covers the replica's host work (decode, encode, batching).
     cpu_share = min(1.0, round(max(cpus * CPU_SHARE, 0.05), 2))
-    renderer = {"num_gpus": gpus, "num_cpus": cpu_share} if gpus > 0 else {"num_cpus": cpu_share}
+    # A renderer on one GPU leaves the audio renderer's share of that card free, so every GPU
+    # node holds one renderer plus an audio replica, whichever the scheduler places first (with
+    # whole cards, an audio replica landing first would strand a renderer: no card left whole).
+    renderer_gpus = 1.0 - AUDIO_GPU_SHARE if gpus == 1 else gpus
+    renderer = ({"num_gpus": renderer_gpus, "num_cpus": cpu_share} if gpus > 0
+                else {"num_cpus": cpu_share})
     audio_cpus = max(0.01, round(cpu_share * AUDIO_CPU_FRACTION, 2))
     audio = ({"num_gpus": min(gpus, AUDIO_GPU_SHARE), "num_cpus": audio_cpus} if gpus > 0
              else {"num_cpus": audio_cpus})

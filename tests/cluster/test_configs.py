@@ -85,10 +85,13 @@ def test_placement_puts_renderers_on_gpu_nodes_and_the_rest_on_the_head(cluster_
             totals[resource] = totals.get(resource, 0) + amount
     placement = make_placement("cluster", cluster_resources=totals)
 
+    audio = actor_request(placement.deployments["AudioRenderer"]["ray_actor_options"])
     for deployment in ("ImageRenderer", "ClipRenderer"):
         request = actor_request(placement.deployments[deployment]["ray_actor_options"])
-        assert request["GPU"] == 1
         assert {name for name, node in nodes.items() if fits(request, node)} == set(nodes) - {head}
+        # Each card holds one renderer (never two) and has room for an audio replica beside it.
+        assert 0.5 < request["GPU"] <= 1 and request["GPU"] + audio["GPU"] <= 1
+    assert {name for name, node in nodes.items() if fits(audio, node)} == set(nodes) - {head}
     deployments = placement.deployments
     for what, request in {"Api": actor_request(deployments["Api"]["ray_actor_options"]),
                           "job actor": actor_request(placement.job_actor),

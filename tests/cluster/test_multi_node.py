@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -132,11 +133,14 @@ def test_losing_the_clip_node_mid_job_redoes_no_finished_work(cluster_run):
     for scene_id in loss["clips_done_before"]:
         assert clips[scene_id] == 1, "a clip finished before the node was lost was rendered again"
     assert set(images.values()) == {1}, "an image was rendered again"
-    # And in S3: version 1 of each scene's image and clip, nothing else.
-    stored = {key for key in job_object_keys(cluster_run["settings"], job["id"])
+    # And in S3: version 1 of each scene's image, clip and spoken line, nothing else (a line's
+    # key also names its text's hash).
+    stored = {re.sub(r"/voice-v1-[0-9a-f]{16}\.wav$", "/voice-v1.wav", key)
+              for key in job_object_keys(cluster_run["settings"], job["id"])
               if "/scenes/" in key}
     assert stored == {f"jobs/{job['id']}/scenes/{scene_id}/{artifact}"
-                      for scene_id in scene_ids for artifact in ("image-v1.png", "clip-v1.mp4")}
+                      for scene_id in scene_ids
+                      for artifact in ("image-v1.png", "clip-v1.mp4", "voice-v1.wav")}
 
 
 def test_single_node_settings_are_refused_on_a_multi_node_cluster(cluster_run):
