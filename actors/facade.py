@@ -35,6 +35,9 @@ SUPERVISE_INTERVAL_S = 2.0
 # Resumption pokes run side by side, each bounded: one hung actor must not hold up the rest.
 SUPERVISE_CONCURRENCY = 8
 SUPERVISE_POKE_TIMEOUT_S = 15.0
+# How long a cancel request waits for the job's actor to stop its work (the row is already
+# cancelled, so an actor that misses it stops at its next write anyway).
+CANCEL_DELIVERY_TIMEOUT_S = 10.0
 DEFAULT_PRESET_WAIT_S = 2.0
 # The jobs-by-state gauge counts the whole jobs table: every 5th round (10 s) is plenty.
 JOBS_GAUGE_EVERY = 5
@@ -180,9 +183,13 @@ class RayJobRunner:
         try:
             handle = await asyncio.to_thread(self._registered, job_id)
             if handle is not None:
-                await handle.cancel.remote()
+                # Bounded: the cancel request must not hang on a busy or restarting actor.
+                await asyncio.wait_for(handle.cancel.remote(), CANCEL_DELIVERY_TIMEOUT_S)
         except (ValueError, ray.exceptions.RayActorError):
             pass  # no actor, or it ended itself: nothing is in flight
+        except asyncio.TimeoutError:
+            log.warning("job %s: its actor did not take the cancel within %.0f s; it stops at "
+                        "its next write", job_id, CANCEL_DELIVERY_TIMEOUT_S)
         except Exception:
             log.exception("job %s: could not deliver the cancel to its actor", job_id)
 

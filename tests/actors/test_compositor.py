@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -374,6 +375,9 @@ def test_run_ffmpeg_kills_on_timeout_and_on_cancel(monkeypatch):
     assert started[-1].poll() is not None  # killed, not left running
 
     # A cancelled task (here: KeyboardInterrupt in the waiting thread) also stops ffmpeg.
+    # Python's own SIGINT handler raises it; a Ray driver started earlier in this process
+    # (the session's) may have replaced that handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()
     try:
@@ -381,4 +385,5 @@ def test_run_ffmpeg_kills_on_timeout_and_on_cancel(monkeypatch):
             media_probe.run_ffmpeg(endless, timeout_s=30)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert started[-1].poll() is not None
