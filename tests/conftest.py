@@ -325,3 +325,17 @@ def farm(request, ray_session, tmp_path_factory, farm_overrides) -> Iterator[Far
 def local_farm(request, ray_session, tmp_path_factory, farm_overrides) -> Iterator[FarmUnderTest]:
     """The whole service on Ray with SQLite and the local object store only (fault tests)."""
     yield from _deployed_farm(request, ray_session, tmp_path_factory, "sqlite-local", farm_overrides)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.backends(...)``: a test meant for some backend pairs only is left out
+    of the run on the others (deselected and reported as such, never counted as skipped)."""
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("backends")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        backend = next((params[name] for name in ("farm", "api") if name in params), None)
+        (drop if marker and backend is not None and backend not in marker.args else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
