@@ -88,7 +88,7 @@ class RayJobRunner:
     def _new_host(self) -> Any:
         try:  # the API replica: its idle hosts end themselves once it is gone
             owner = ray.get_runtime_context().current_actor
-        except Exception:
+        except RuntimeError:  # not in an actor (a driver, e.g. a benchmark)
             owner = None
         name = host_name()
         # Detached: a job outlives the API replica that handed it out.
