@@ -3,13 +3,14 @@ looks at its job (``poke``), stop it (``cancel``), and a supervisor loop that ke
 unfinished job driven by a live actor (after a crash, a restart of the service, or a race with
 an actor that was just ending itself).
 
-A job's actor is a warm host (``actors.job_actor``): this replica keeps
-``renderfarm_warm_job_hosts`` of them started and idle, hands one to each job that needs an
-actor, and starts a replacement in the background, so no job waits for a worker process."""
+A job's actor is a host (``actors.job_actor``) taken from the farm's idle pool, which the hosts
+rejoin after each job; this replica keeps at least ``renderfarm_warm_job_hosts`` idle, starting
+more in the background, so no job waits for a worker process."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from typing import Any
 
@@ -53,7 +54,7 @@ class RayJobRunner:
         self.compositor = compositor  # the Compositor handle
         self.placement = placement
         self._pokes: set[asyncio.Task] = set()  # strong references until they finish
-        self._idle_hosts: list[Any] = []  # started job hosts no job has taken yet
+        self._pool: str | None = None
         self._filling: asyncio.Task | None = None
         self._default_preset: str | None = None
         self._jobs_gauge: Any = None
@@ -85,7 +86,23 @@ class RayJobRunner:
         except ValueError:
             return None
 
-    def _new_host(self) -> Any:
+    @property
+    def pool(self) -> str:
+        """The idle pool of this farm's hosts: its Serve application and a fingerprint of its
+        settings and placement (a host carries both; another farm's host must not drive our
+        jobs, and a redeploy with new settings must not reuse the old hosts)."""
+        if self._pool is None:
+            try:
+                from ray import serve
+
+                app = serve.get_replica_context().app_name
+            except Exception:  # not in a Serve replica (a driver, e.g. a benchmark)
+                app = "driver"
+            farm = f"{self.settings.model_dump_json()}|{self.placement!r}"
+            self._pool = f"{app}/{hashlib.sha256(farm.encode()).hexdigest()[:16]}"
+        return self._pool
+
+    def _new_host(self, offer: bool) -> Any:
         try:  # the API replica: its idle hosts end themselves once it is gone
             owner = ray.get_runtime_context().current_actor
         except RuntimeError:  # not in an actor (a driver, e.g. a benchmark)
@@ -95,11 +112,11 @@ class RayJobRunner:
         return JobActor.options(name=name, namespace=ACTOR_NAMESPACE, lifetime="detached",
                                 **self.placement.job_actor).remote(
             None, self.settings, self.images, self.clips, self.placement, host=name, owner=owner,
-            audio=self.audio, compositor=self.compositor)
+            pool=self.pool, offer=offer, audio=self.audio, compositor=self.compositor)
 
-    async def _started_host(self) -> Any:
+    async def _started_host(self, offer: bool) -> Any:
         # Creating a named actor is a blocking call to the cluster.
-        host = await asyncio.to_thread(self._new_host)
+        host = await asyncio.to_thread(self._new_host, offer)
         await host.ready.remote()
         return host
 
@@ -110,20 +127,30 @@ class RayJobRunner:
 
     async def _fill(self) -> None:
         # One at a time: a process start takes a core for about a second.
-        while len(self._idle_hosts) < self.settings.renderfarm_warm_job_hosts:
+        try:
+            while (len(await asyncio.to_thread(job_registry.idle_hosts, self.pool))
+                   < self.settings.renderfarm_warm_job_hosts):
+                await self._started_host(offer=True)  # it joins the pool itself
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not start a warm job host; trying again next round")
+
+    def _pooled_host(self) -> Any | None:
+        """A live idle host taken out of the pool for us alone, or None (blocking calls)."""
+        while (name := job_registry.take_idle(self.pool)) is not None:
             try:
-                self._idle_hosts.append(await self._started_host())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("could not start a warm job host; trying again next round")
-                return
+                return ray.get_actor(name, namespace=ACTOR_NAMESPACE)
+            except ValueError:  # it ended (owner gone) after joining: try the next
+                continue
+        return None
 
     async def _take_host(self) -> Any:
-        """An idle host (warm), else one started now (the cost the pool exists to hide)."""
-        host = self._idle_hosts.pop(0) if self._idle_hosts else None  # oldest first
+        """An idle host from the pool (warm), else one started now (the cost the pool exists
+        to hide)."""
+        host = await asyncio.to_thread(self._pooled_host)
         self._refill()
-        return host if host is not None else await self._started_host()
+        return host if host is not None else await self._started_host(offer=False)
 
     async def render_image(self, request: ImageRequest) -> ImageResult:
         """One image outside any job (a character reference asset) on the image renderers,
@@ -168,8 +195,8 @@ class RayJobRunner:
                     host = await self._take_host()
                     if await host.drive.remote(job_id):
                         return
-                    # Another replica's host took the job first: keep ours warm, signal theirs.
-                    self._idle_hosts.append(host)
+                    # Another replica's host took the job first (ours went back to the pool,
+                    # or is busy): poke theirs.
                     continue
             except ray.exceptions.RayActorError:
                 # The actor was ending itself as we called, or the host died; try again.

@@ -1,15 +1,19 @@
-"""The per-job actor: one named, detached Ray actor per job that drives it like a workflow.
+"""The per-job actor: one named, detached Ray actor drives a job like a workflow.
 
 ``_run`` orders the steps and always starts by reading the job's row, so an actor that Ray
 restarted after a crash picks up where the database says the job is, skipping finished work
 (scene images and clips carry the version they were rendered from). ``drive`` and ``cancel``
-are the signals; ``describe`` is a read-only query. When nothing is left to do (the job ended,
-or waits for a person), the actor ends itself; the API hands the job to a new one when needed.
+are the signals; ``describe`` is a read-only query.
 
 Starting an actor is a new worker process (Python, Ray's core worker, these imports: over a
-second of CPU), so each API replica keeps a few started and idle: warm *hosts*, created without
-a job, each of which takes exactly one job with ``drive(job_id)`` and is found through
-``actors.job_registry``. An idle host ends itself once the API replica that started it is gone.
+second of CPU), so the actors are *hosts* that outlive their jobs: a host drives one job at a
+time and, when nothing is left to do (the job ended, or waits for a person), lets the job go and
+waits in its farm's idle pool (``actors.job_registry``) for the next one, so a job costs a
+method call, not a process. Each API replica keeps ``renderfarm_warm_job_hosts`` idle. An idle
+host ends once the API replica that started it is gone, or after ``IDLE_HOST_TTL_S`` while
+more than that many are idle (after a burst). A host retires after ``MAX_JOBS_PER_HOST`` jobs
+(whatever one job leaves behind in a process does not pile up) and after a crash it has
+recovered from.
 """
 
 from __future__ import annotations
@@ -53,8 +57,11 @@ DEFAULT_CTA_TEXT = "#ffffff"
 OUTPUT_FPS = 24
 # Beyond ffmpeg's limits (two passes: picture, sound), time for the downloads and the bytes back.
 COMPOSITE_SLACK_S = 120.0
-# How often an idle warm host checks that the API replica that started it is alive.
+# How often an idle host checks that the API replica that started it is alive.
 IDLE_OWNER_CHECK_S = 5.0
+# An idle host beyond the warm ones ends after this long without a job.
+IDLE_HOST_TTL_S = 600.0
+MAX_JOBS_PER_HOST = 200
 
 
 def actor_name(job_id: str) -> str:
@@ -89,11 +96,13 @@ def _finished_counter():  # noqa: ANN202
 class JobActor:
     def __init__(self, job_id: str | None, settings: Settings, images: Any, clips: Any,
                  placement: Placement, *, host: str | None = None, owner: Any = None,
-                 audio: Any = None, compositor: Any = None):
-        """With a ``job_id``: drives that job at once, also when Ray restarts this actor after
-        a crash. Without one: the warm host named ``host``, idle until ``drive`` hands it a job;
-        after a crash it takes back the job the registry says it had. ``owner`` is the API
-        replica that started the host."""
+                 pool: str | None = None, offer: bool = True, audio: Any = None,
+                 compositor: Any = None):
+        """With a ``job_id``: an actor for that one job, driving it at once (also when Ray
+        restarts it after a crash), ending with it. Without one: the host named ``host`` of
+        the idle pool ``pool``, which it joins at once with ``offer`` (a host started for a
+        job that waits for it does not); after a crash it takes back the job the registry says
+        it had. ``owner`` is the API replica that started the host."""
         self.settings = settings
         self.placement = placement
         self.images = images
@@ -102,27 +111,37 @@ class JobActor:
         self.compositor = compositor  # the Compositor handle (a warm worker; never None on a farm)
         self.host = host
         self.owner = owner
-        self.job_id: str | None = None
-        self.jobs: JobStore | None = None
+        self.pool = pool
         self.objects: ObjectStore = make_object_store(settings)
         self.capacity = CapacityWatch(placement, autoscaling=settings.renderfarm_autoscaling,
                                       wait_limit_s=settings.capacity_wait_seconds)
-        self._run_task: asyncio.Task | None = None
         self._taking = asyncio.Lock()  # one job per host, even when two pokes race
-        self._ending = False
-        self._job_final = False  # the job reached a final state (its registry entries can go)
-        # Scenes finish concurrently; progress writes go one at a time and never backwards.
-        self._progress_lock = asyncio.Lock()
-        self._reported_percent = 0.0
-        # The job's reference image framed per scene size: loaded once, shared by every scene.
-        self._reference_pngs: dict[tuple[str, int, int], asyncio.Future[bytes]] = {}
+        self._ending = False  # letting the job go: a drive now is refused (the caller retries)
+        self._jobs_taken = 0
+        self._idle_task: asyncio.Task | None = None
+        self._forget_job()
         if job_id is None and host is not None:
             job_id = job_registry.job_of(host)
         if job_id is not None:
             self._take(job_id)
             self._start()
         else:
-            self._idle_watch = asyncio.get_running_loop().create_task(self._watch_owner())
+            if offer and self.pool is not None:
+                job_registry.offer(self.pool, self.host)
+            self._idle_task = asyncio.get_running_loop().create_task(self._idle())
+
+    def _forget_job(self) -> None:
+        """Per-job state, empty: at start and each time the host lets a job go."""
+        self.job_id: str | None = None
+        self.jobs: JobStore | None = None
+        self._run_task: asyncio.Task | None = None
+        self._again = False  # a drive arrived while the run was deciding that nothing is due
+        self._job_final = False  # the job reached a final state (its registry entries can go)
+        # Scenes finish concurrently; progress writes go one at a time and never backwards.
+        self._progress_lock = asyncio.Lock()
+        self._reported_percent = 0.0
+        # The job's reference image framed per scene size: loaded once, shared by every scene.
+        self._reference_pngs: dict[tuple[str, int, int], asyncio.Future[bytes]] = {}
 
     # ---- signals and queries ------------------------------------------------------------
 
@@ -133,17 +152,23 @@ class JobActor:
     async def drive(self, job_id: str) -> bool:
         """Takes the job if this is an idle host and no other host is registered for it, then
         looks at the job again (new regenerations, an approval); idempotent. False when this
-        actor drives another job, or another host has this one."""
+        actor drives another job or is letting its job go, or another host has this one."""
         async with self._taking:
             if self._ending:
                 return False
             if self.job_id is None:
-                if self.host is not None and not await asyncio.to_thread(
-                        job_registry.claim, job_id, self.host):
-                    return False
+                if self.host is not None:
+                    if not await asyncio.to_thread(job_registry.claim, job_id, self.host):
+                        if self.pool is not None:  # still idle: back in the pool
+                            await asyncio.to_thread(job_registry.offer, self.pool, self.host)
+                        return False
+                    if self.pool is not None:
+                        await asyncio.to_thread(job_registry.withdraw, self.pool, self.host)
                 self._take(job_id)
             elif self.job_id != job_id:
                 return False
+        if self._run_task is not None and not self._run_task.done():
+            self._again = True  # the run may have read the row before this change: look again
         self._start()
         return True
 
@@ -157,16 +182,24 @@ class JobActor:
     async def cancel(self) -> None:
         """Stops in-flight work. The row is already ``cancelled`` (the API wrote it first)."""
         if self._run_task and not self._run_task.done():
+            self._ending = True
             self._run_task.cancel()
             await asyncio.gather(self._run_task, return_exceptions=True)
+        if self.job_id is None:
+            return  # idle: nothing to stop
+        self._ending = True
         await self._count_outcome()
-        await self._exit()
+        await self._let_go()
 
     async def describe(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "host": self.host,
+        return {"job_id": self.job_id, "host": self.host, "jobs_taken": self._jobs_taken,
                 "running": bool(self._run_task and not self._run_task.done())}
 
     def _take(self, job_id: str) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
+        self._jobs_taken += 1
         self.job_id = job_id
         self.jobs = JobStore(self.settings, job_id)
 
@@ -174,32 +207,71 @@ class JobActor:
         if self.job_id is not None and (self._run_task is None or self._run_task.done()):
             self._run_task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _exit(self) -> None:
-        # The job is done or waits for a person: free the worker (a new host takes the job
-        # when it needs one again). ray.kill from inside is the reliable way to end an async
-        # actor from a background task.
-        self._ending = True
-        if self.host is not None and self.job_id is not None:
-            try:
-                await asyncio.to_thread(job_registry.release, self.job_id, self.host,
-                                        finished=self._job_final)
-            except Exception:  # the next poke finds a dead host and forgets it
-                log.exception("job %s: could not release its host %s", self.job_id, self.host)
+    def _reusable(self) -> bool:
+        """Whether this host takes another job after this one (else it ends)."""
+        return (self.host is not None and self.pool is not None
+                and self._jobs_taken < MAX_JOBS_PER_HOST
+                # After a crash: finish the job it had, then make way for a fresh process.
+                and not ray.get_runtime_context().was_current_actor_reconstructed)
+
+    async def _let_go(self) -> None:
+        """The job is done or waits for a person: releases it (a host takes it again when it
+        needs one), then waits in the pool for the next job, or ends."""
+        async with self._taking:
+            if self.host is not None and self.job_id is not None:
+                try:
+                    await asyncio.to_thread(job_registry.release, self.job_id, self.host,
+                                            finished=self._job_final)
+                except Exception:  # the next poke finds the host busy or dead and moves on
+                    log.exception("job %s: could not release its host %s", self.job_id,
+                                  self.host)
+            if self._reusable():
+                self._forget_job()
+                try:
+                    await asyncio.to_thread(job_registry.offer, self.pool, self.host)
+                except Exception:
+                    log.exception("host %s: could not rejoin the idle pool; ending", self.host)
+                else:
+                    self._ending = False
+                    self._idle_task = asyncio.get_running_loop().create_task(self._idle())
+                    return
+        self._end()
+
+    def _end(self) -> None:
+        # ray.kill from inside is the reliable way to end an async actor from a background task.
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
-    async def _watch_owner(self) -> None:
-        """An idle host ends itself once the API replica that started it is gone (deleted,
-        redeployed, scaled down): nothing would ever hand it a job."""
-        while self.owner is not None and self.job_id is None:
-            try:
-                await self.owner.__ray_ready__.remote()
-            except ray.exceptions.RayActorError:
-                if self.job_id is None and not self._taking.locked():
-                    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-                return
-            except Exception:  # a blip reaching the replica: look again later
-                log.debug("host %s: owner check failed", self.host, exc_info=True)
+    async def _idle(self) -> None:
+        """While the host has no job: ends it once the API replica that started it is gone
+        (deleted, redeployed, scaled down: its farm may be gone too), or when it has waited
+        ``IDLE_HOST_TTL_S`` while more than the warm number of hosts are idle. Either way it
+        leaves the pool first; a replica that took it from the pool just then gets an error
+        on ``drive`` and takes another."""
+        idle_since = asyncio.get_running_loop().time()
+        while self.job_id is None:
+            if self.owner is not None:
+                try:
+                    await self.owner.__ray_ready__.remote()
+                except ray.exceptions.RayActorError:
+                    break
+                except Exception:  # a blip reaching the replica: look again later
+                    log.debug("host %s: owner check failed", self.host, exc_info=True)
+            if (self.pool is not None
+                    and asyncio.get_running_loop().time() - idle_since > IDLE_HOST_TTL_S):
+                idle = await asyncio.to_thread(job_registry.idle_hosts, self.pool)
+                if len(idle) > self.settings.renderfarm_warm_job_hosts:
+                    break
+                idle_since = asyncio.get_running_loop().time()
             await asyncio.sleep(IDLE_OWNER_CHECK_S)
+        else:
+            return  # took a job
+        async with self._taking:
+            if self.job_id is not None:
+                return
+            self._ending = True
+            if self.pool is not None:
+                await asyncio.to_thread(job_registry.withdraw, self.pool, self.host)
+        self._end()
 
     async def _count_outcome(self) -> None:
         if self.jobs is None:
@@ -214,10 +286,10 @@ class JobActor:
     async def _run(self) -> None:
         cancelled = False
         try:
-            while await self._step():
-                pass
+            while await self._step() or self._again:
+                self._again = False
         except asyncio.CancelledError:
-            cancelled = True  # cancel() counts the outcome and ends the actor
+            cancelled = True  # cancel() counts the outcome and lets the job go
             raise
         except (IllegalTransition, steps.JobEnded) as exc:
             # Someone else (a cancel) ended or moved the job first: their state stands.
@@ -235,10 +307,11 @@ class JobActor:
                                      "contact the operator", "internal_error")
         finally:
             if not cancelled:
+                self._ending = True  # from here a drive is refused; the caller retries
                 try:
                     await self._count_outcome()
                 finally:
-                    await self._exit()
+                    await self._let_go()
 
     async def _step(self) -> bool:
         """Does the next due piece of work; False when nothing is due."""

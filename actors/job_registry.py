@@ -10,6 +10,12 @@ pruned: a host ending with a finished job marks it (``finished/<time>/<job id>``
 the key so pruning reads one key listing, no values) and removes the lists of jobs that
 finished longer ago than that. The registry so holds the jobs being driven plus the last hour's.
 
+Idle hosts wait in a pool: ``idle/<pool>/<host name>``, one key per idle host, put by the host
+itself whenever it has no job (after it started, after each job). An API replica takes one by
+deleting its key (``take_idle``): the delete answers how many keys it removed, so of two replicas
+racing for a host exactly one gets it. A pool is one Serve application's farm (its settings and
+renderers): a host never drives another farm's job.
+
 Ray's ``internal_kv`` is what Serve and Tune keep their own state in; it is blocking, so
 callers on an event loop run these functions in a thread.
 """
@@ -89,3 +95,32 @@ def forget_dead(job_id: str, host_name: str) -> None:
     next poke can hand the job to a live host."""
     if host_of(job_id) == host_name:
         internal_kv._internal_kv_del(f"job/{job_id}", namespace=NAMESPACE)
+
+
+def _idle_key(pool: str, host_name: str) -> str:
+    return f"idle/{pool}/{host_name}"
+
+
+def offer(pool: str, host_name: str) -> None:
+    """Puts an idle host in its pool (idempotent)."""
+    internal_kv._internal_kv_put(_idle_key(pool, host_name), b"", namespace=NAMESPACE)
+
+
+def withdraw(pool: str, host_name: str) -> bool:
+    """Takes the host out of its pool; True if it was there (nobody had taken it)."""
+    return internal_kv._internal_kv_del(_idle_key(pool, host_name), namespace=NAMESPACE) > 0
+
+
+def idle_hosts(pool: str) -> list[str]:
+    """The names of the pool's idle hosts."""
+    prefix = f"idle/{pool}/"
+    return [raw.decode()[len(prefix):]
+            for raw in internal_kv._internal_kv_list(prefix, namespace=NAMESPACE)]
+
+
+def take_idle(pool: str) -> str | None:
+    """Takes an idle host out of the pool for the caller alone, or None if none is idle."""
+    for name in idle_hosts(pool):
+        if withdraw(pool, name):
+            return name
+    return None

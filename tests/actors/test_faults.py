@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from actors.job_actor import ACTOR_NAMESPACE, actor_name
-from tests.conftest import SLOW_PRESET
+from tests.conftest import SLOW_PRESET, wait_until
 from tests.jobs_helpers import (job_actor_incarnations, job_object_keys, renders_per_scene,
                                 start_job, wait_for, wait_for_status)
 
@@ -50,10 +50,12 @@ def _statuses(job: dict) -> list[str]:
 
 
 def live_job_actor(job_id: str) -> dict:
-    """The job actor running the job now, as the GCS actor table has it."""
-    alive = [actor for actor in job_actor_incarnations(job_id) if actor["State"] == "ALIVE"]
-    assert len(alive) == 1, alive
-    return alive[0]
+    """The job actor running the job now (the host registered for it), as the GCS actor
+    table has it. Hosts that drove the job before may be alive too, idle or on other jobs."""
+    name = actor_name(job_id)
+    [driving] = [actor for actor in job_actor_incarnations(job_id)
+                 if actor["Name"] == name and actor["State"] == "ALIVE"]
+    return driving
 
 
 def assert_rendered_once(settings, job: dict, kind: str) -> None:
@@ -93,6 +95,9 @@ def test_job_actor_killed_mid_storyboard(alice, local_farm):
     # Ray restarted the killed actor, which resumed the job: no other actor was made for it.
     [resumed] = job_actor_incarnations(created["id"])
     assert resumed["ActorID"] == killed["ActorID"] and resumed["NumRestarts"] == 1
+    # Having recovered from a crash, the host retires with the job instead of taking more.
+    wait_until(lambda: _actor_state(resumed["ActorID"]) == "DEAD", timeout=60,
+               what="the restarted host to retire")
 
 
 def test_image_replica_killed_mid_job(alice, local_farm):
@@ -272,6 +277,48 @@ def test_auto_approve_clips_start_as_their_images_land_on_a_warm_host(alice, loc
     [host] = job_actor_incarnations(created["id"])
     assert host["Name"].startswith("jobhost-") and host["NumRestarts"] == 0
     assert host["StartTime"] / 1000 < datetime_of(job["createdAt"])
+
+
+def test_jobs_one_after_another_reuse_the_idle_hosts(alice, local_farm):
+    """A host that finished a job (or let it wait for review) goes back to the idle pool and
+    takes the next job: once the pool is warm, jobs start no new worker process."""
+    def run_job(seed: int) -> set[str]:
+        created = start_job(alice, sceneCount=1, durationSeconds=4, seed=seed, **NO_SOUND)
+        wait_for_status(alice, created["id"], "storyboard_ready", timeout=120)
+        # Once it let the job go for review, no host is registered for it.
+        wait_until(lambda: actor_name(created["id"]).startswith("job-"), timeout=30,
+                   what="the host to let the job go")
+        return {host["ActorID"] for host in job_actor_incarnations(created["id"])}
+
+    warm = local_farm.settings.renderfarm_warm_job_hosts
+    run_job(1)  # the pool refills after this one takes a host; then that host comes back
+    wait_until(lambda: len(_idle_hosts(local_farm.app_name)) > warm, timeout=120,
+               what="the warm hosts plus the one that came back")
+    before = _job_hosts()
+    drivers = set().union(*(run_job(seed) for seed in (2, 3, 4)))
+    assert drivers and all(before.get(host) == "ALIVE" for host in drivers)
+    assert _job_hosts() == before  # no host was started, none ended
+
+
+def _job_hosts() -> dict[str, str]:
+    """Every job host the cluster ever had: ActorID → state."""
+    from ray._private import state
+
+    return {info["ActorID"]: info["State"] for info in state.actors().values()
+            if info["Name"].startswith("jobhost-")}
+
+
+def _idle_hosts(app_name: str) -> list[bytes]:
+    """The idle pool of the app's farm, as the registry keeps it."""
+    from ray.experimental import internal_kv
+
+    from actors import job_registry
+
+    return internal_kv._internal_kv_list(f"idle/{app_name}/", namespace=job_registry.NAMESPACE)
+
+
+def _actor_state(actor_id: str) -> str:
+    return _job_hosts().get(actor_id, "")
 
 
 def wait_until_a_job_host_is_idle(timeout_s: float = 120.0) -> None:
