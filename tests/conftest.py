@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -273,9 +274,23 @@ def ray_session(tmp_path_factory):
 
 @dataclass
 class FarmUnderTest(ApiUnderTest):
-    """The API served by Ray Serve with real renderers and job actors behind it."""
+    """The API served by Ray Serve with real renderers and job actors behind it.
+
+    A deployed farm is shared by the test modules that ask for the same settings (see
+    ``FarmPool``); ``user_scope`` gives each module users of its own on it, so ``client("alice")``
+    in one module never sees another module's clients, assets or jobs."""
 
     app_name: str = ""
+    user_scope: str = ""
+
+    def user_id(self, user: str) -> str:
+        return f"{user}-{self.user_scope}" if self.user_scope else user
+
+    def client(self, user: str | None = "user-a", **kwargs) -> httpx.Client:
+        return super().client(None if user is None else self.user_id(user), **kwargs)
+
+    def token(self, user: str) -> str:
+        return super().token(self.user_id(user))
 
 
 def deploy_farm(ray_session, settings: Settings, *, app_name: str, image_replicas: int = 1,
@@ -301,33 +316,130 @@ def farm_overrides() -> dict:
     return {}
 
 
-def _deployed_farm(request, ray_session, tmp_path_factory, backend: str, overrides: dict):
-    from ray import serve
+class FarmPool:
+    """At most one deployed farm (only one Serve app can own route "/"), kept from one test
+    module to the next while they ask for the same backend pair and settings: deploying one
+    takes about 15 s. A different request replaces it; a module that asks for none (and may
+    need the cluster's CPUs for Serve apps of its own) gets it deleted first (see
+    ``pytest_runtest_setup``); so does the end of the session. Test modules asking for the same
+    farm are run one after another (see ``pytest_collection_modifyitems``)."""
 
-    # Tiny pipelines are built once for the whole session and shared by every farm.
-    values = {"renderfarm_models_dir": ray_session["models_dir"],
-              **getattr(request.module, "SETTINGS_OVERRIDES", {}), **overrides}
-    settings = make_settings(tmp_path_factory.mktemp(f"farm-{backend}"), backend, request, **values)
-    farm = deploy_farm(ray_session, settings, app_name=f"farm-{backend}")
-    try:
-        yield farm
-    finally:
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.farm: FarmUnderTest | None = None
+
+    def get(self, key: tuple, deploy) -> FarmUnderTest:
+        if self.key != key:
+            self.release()
+            self.farm, self.key = deploy(), key
+        return self.farm
+
+    def release(self) -> None:
+        if self.farm is None:
+            return
+        from ray import serve
+
+        farm, self.farm, self.key = self.farm, None, None
         serve.delete(farm.app_name)
 
 
+_FARM_POOL = FarmPool()
+FARM_FIXTURES = ("farm", "local_farm")
+
+
+@pytest.fixture(scope="session")
+def farm_pool(ray_session) -> Iterator[FarmPool]:
+    try:
+        yield _FARM_POOL
+    finally:
+        _FARM_POOL.release()
+
+
+def _deployed_farm(request, ray_session, farm_pool, tmp_path_factory, backend: str,
+                   overrides: dict) -> FarmUnderTest:
+    # Tiny pipelines are built once for the whole session and shared by every farm.
+    values = {"renderfarm_models_dir": ray_session["models_dir"],
+              **getattr(request.module, "SETTINGS_OVERRIDES", {}), **overrides}
+    key = (backend, repr(sorted(values.items())))
+
+    def deploy() -> FarmUnderTest:
+        settings = make_settings(tmp_path_factory.mktemp(f"farm-{backend}"), backend, request,
+                                 **values)
+        return deploy_farm(ray_session, settings, app_name=f"farm-{backend}")
+
+    shared = farm_pool.get(key, deploy)
+    scope = uuid.uuid5(uuid.NAMESPACE_URL, request.module.__name__).hex[:6]
+    return dataclasses.replace(shared, user_scope=scope)
+
+
 @pytest.fixture(params=list(BACKENDS), scope="module")
-def farm(request, ray_session, tmp_path_factory, farm_overrides) -> Iterator[FarmUnderTest]:
+def farm(request, ray_session, farm_pool, tmp_path_factory, farm_overrides) -> FarmUnderTest:
     """The whole service on Ray, on each backend pair in turn (one Serve app at a time)."""
-    yield from _deployed_farm(request, ray_session, tmp_path_factory, request.param, farm_overrides)
+    return _deployed_farm(request, ray_session, farm_pool, tmp_path_factory, request.param,
+                          farm_overrides)
 
 
 @pytest.fixture(scope="module")
-def local_farm(request, ray_session, tmp_path_factory, farm_overrides) -> Iterator[FarmUnderTest]:
+def local_farm(request, ray_session, farm_pool, tmp_path_factory, farm_overrides) -> FarmUnderTest:
     """The whole service on Ray with SQLite and the local object store only (fault tests)."""
-    yield from _deployed_farm(request, ray_session, tmp_path_factory, "sqlite-local", farm_overrides)
+    return _deployed_farm(request, ray_session, farm_pool, tmp_path_factory, "sqlite-local",
+                          farm_overrides)
 
 
+def _farm_key(item) -> tuple | None:
+    """Which farm a test runs on, as far as collection can tell: the backend pair, and the
+    module when the module overrides ``farm_overrides`` (its own settings); None without one."""
+    names = item.fixturenames
+    if "farm" in names:
+        backend = item.callspec.params["farm"]
+    elif "local_farm" in names:
+        backend = "sqlite-local"
+    else:
+        return None
+    defs = item._fixtureinfo.name2fixturedefs.get("farm_overrides", ())
+    own = bool(defs) and Path(str(defs[-1].func.__code__.co_filename)) != Path(__file__)
+    return (backend, item.module.__name__ if own else "")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A module that asks for no farm gets the cluster without one."""
+    if _FARM_POOL.farm is not None and item.module.__name__ not in _FARM_MODULES:
+        _FARM_POOL.release()
+
+
+_FARM_MODULES: set[str] = set()
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
+    """Test modules that use a farm run one after another, grouped by the farm they ask for
+    (SQLite first, then PostgreSQL + S3, then modules with settings of their own), where the
+    first of them was; every other test keeps its place and order."""
+    keys = {id(item): _farm_key(item) for item in items}
+    module_key: dict[str, tuple] = {}
+    for item in items:
+        if keys[id(item)] is not None:
+            module_key.setdefault(item.module.__name__, keys[id(item)])
+    _FARM_MODULES.clear()
+    _FARM_MODULES.update(module_key)
+    if not module_key:
+        return
+
+    def rank(key: tuple) -> tuple:
+        backend, own = key
+        return (own != "", list(BACKENDS).index(backend), own)
+
+    block = [item for item in items if item.module.__name__ in module_key]
+    first = next(i for i, item in enumerate(items) if item.module.__name__ in module_key)
+    order = {id(item): i for i, item in enumerate(items)}
+    block.sort(key=lambda item: (rank(keys[id(item)] or module_key[item.module.__name__]),
+                                 order[id(item)]))
+    rest = [item for item in items if item.module.__name__ not in module_key]
+    items[:] = rest[:first] + block + rest[first:]
+
+
+def _deselect_by_backend(config, items):
     """``@pytest.mark.backends(...)``: a test meant for some backend pairs only is left out
     of the run on the others (deselected and reported as such, never counted as skipped)."""
     keep, drop = [], []
