@@ -3,13 +3,11 @@ rendering each scene's clip as soon as its image lands (autoApprove) saves.
 
 One run prints, side by side:
 
-(a) job start, warm hosts (the default, ``renderfarm_warm_job_hosts=2``) and cold (``0``: a new
-    job actor process per job, as before warm hosts): POST /jobs → the first image request
+(a) job start on the pooled job hosts (the default): POST /jobs → the first image request
     reaching the image renderer, and POST approve → the first clip request reaching the clip
     renderer. "Reaching" is the renderer's own clock (``recent_arrivals_by_seed``: when each
     request first arrived at the replica), against this process's clock before it sent the
-    POST (same machine, same clock). Jobs of 2 scenes, ``--gap`` seconds apart (a new host
-    starts in the background after each job takes one).
+    POST (same machine, same clock). Jobs of 2 scenes, ``--gap`` seconds apart.
 (b) storyboard farm ÷ direct: ``storyboard.py``'s farm path (8 scenes, POST → storyboard_ready,
     1 image replica) against the same images rendered in this process with 1 torch thread.
 (c) pipelined ÷ barrier for autoApprove jobs: POST → completed with clips starting per scene,
@@ -141,14 +139,10 @@ def main() -> None:
 
     model = load_image_model(get_preset("tiny"), env.models_dir)
     bench.quiet_libraries()
-    cold = settings.model_copy(update={"renderfarm_warm_job_hosts": 0})
     barrier = settings.model_copy(update={"renderfarm_auto_approve_barrier": True})
     with bench.ray_cluster(env) as port:
-        print(f"[job start, warm hosts] {args.jobs} jobs ...", flush=True)
+        print(f"[job start, pooled hosts] {args.jobs} jobs ...", flush=True)
         warm_post, warm_approve = job_starts(settings, port, jobs=args.jobs, gap_s=args.gap,
-                                             renderer_cpus=args.renderer_cpus)
-        print(f"[job start, cold: no warm hosts] {args.jobs} jobs ...", flush=True)
-        cold_post, cold_approve = job_starts(cold, port, jobs=args.jobs, gap_s=args.gap,
                                              renderer_cpus=args.renderer_cpus)
         print(f"[storyboard, farm] {args.repeats} jobs of {args.scenes} scenes ...", flush=True)
         story = farm_path(settings, port, replicas=1, scenes=args.scenes, repeats=args.repeats,
@@ -168,10 +162,8 @@ def main() -> None:
     print(f"Job start, jobs of 2 scenes, {args.gap:.0f} s apart; seconds (median / p95 of "
           f"{args.jobs})")
     bench.print_table(["path", "POST -> 1st image request", "approve -> 1st clip request"], [
-        ["warm hosts (default)", f"{med(warm_post):.3f} / {_p95(warm_post):.3f}",
+        ["pooled job hosts (default)", f"{med(warm_post):.3f} / {_p95(warm_post):.3f}",
          f"{med(warm_approve):.3f} / {_p95(warm_approve):.3f}"],
-        ["cold (renderfarm_warm_job_hosts=0)", f"{med(cold_post):.3f} / {_p95(cold_post):.3f}",
-         f"{med(cold_approve):.3f} / {_p95(cold_approve):.3f}"],
     ])
     farm_s, direct_s = med(story.seconds), med(direct)
     print()

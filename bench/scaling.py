@@ -12,11 +12,14 @@ with their ideals in one run:
 - batching across jobs: B concurrent storyboard jobs on one simulated card, images per second
   with the placement's batching and with batches of 1; the ideal is the cost model's
   ``batch_speedup``.
+- pipelining: one ``autoApprove`` job at a time, POST → completed, clips starting as each
+  image lands vs every image first (``renderfarm_auto_approve_barrier``), at the cards' real
+  speed with a cost model where images are a real share of the job (``sd15-ltx``).
 - head cost: H small whole jobs (``--head-jobs``, 500 by default) in waves; CPU-seconds per job
   of the head's processes (API replica, Serve proxy and controller, job actors, Ray core) and
   their resident memory after warm-up vs at the end.
 
-    .venv/bin/python bench/scaling.py [--only scaling,batching,head] [--jobs 32] [--scenes 8]
+    .venv/bin/python bench/scaling.py [--only scaling,batching,pipelining,head] [--jobs 32] [--scenes 8]
 
 Self-contained like the other benchmarks: a private local Ray (2 CPUs) and a temporary
 RENDERFARM_HOME, both removed at the end. Timings only, never assertions.
@@ -227,6 +230,44 @@ def run_batching(settings, port: int, args) -> tuple[list[list[str]], float]:
     return rows, profile.image.batch_speedup(4)
 
 
+# ---- pipelining ---------------------------------------------------------------------------
+
+def run_pipelining(settings, port: int, args) -> list[list[str]]:
+    """One autoApprove job at a time, POST → completed, with clips starting as each image lands
+    (the default) and with every image first (``renderfarm_auto_approve_barrier``), on
+    ``--pipe-devices`` simulated cards at their real speed."""
+    import statistics
+
+    import ray
+
+    results = {}
+    barrier = settings.model_copy(update={"renderfarm_auto_approve_barrier": True})
+    for label, variant in (("pipelined (default)", settings), ("barrier", barrier)):
+        url, pool = deploy_simulated(variant, port, devices=args.pipe_devices, time_factor=1.0,
+                                     profile=args.pipe_profile, image_replicas=1,
+                                     clip_replicas=args.pipe_devices)
+        with bench.api_client(variant, url) as http:
+            client_id = bench.create_client(http)
+            body = bench.job_body(client_id, args.scenes, autoApprove=True, **NO_SOUND)
+            wait_for(variant, submit(http, bench.job_body(client_id, 1, autoApprove=True,
+                                                          **NO_SOUND), 1), "completed", 300)
+            ray.get(pool.reset.remote())
+            spans = []
+            for _ in range(args.pipe_repeats):
+                done = wait_for(variant, submit(http, body, 1), "completed", 600)
+                spans.append(span_s(done))
+        usage = ray.get(pool.usage.remote())
+        teardown(pool)
+        print(f"  {label}: POST -> completed {bench.fmt_runs(spans)}", flush=True)
+        results[label] = (statistics.median(spans), usage["busy_s"]["image"] / len(spans),
+                          usage["busy_s"]["clip"] / len(spans))
+    rows = [[label, f"{span:.2f}", f"{image:.2f}", f"{clip:.2f}"]
+            for label, (span, image, clip) in results.items()]
+    (piped, *_), (barriered, *_) = results.values()
+    rows.append(["pipelined ÷ barrier", f"{piped / barriered:.2f}", "", ""])
+    return rows
+
+
 # ---- head cost ----------------------------------------------------------------------------
 
 def head_rss_mb() -> dict[str, float]:
@@ -300,7 +341,7 @@ def show(out: list, title: str, headers: list[str], rows: list[list[str]]) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="scaling,batching,head")
+    parser.add_argument("--only", default="scaling,batching,pipelining,head")
     parser.add_argument("--profile", default="sdxl-turbo-svd")
     parser.add_argument("--jobs", type=int, default=32)
     parser.add_argument("--scenes", type=int, default=8)
@@ -310,6 +351,10 @@ def main() -> None:
     parser.add_argument("--batch-jobs", type=int, default=16)
     parser.add_argument("--batch-factor", type=float, default=2.0,
                         help="time factor of the batching runs (device slower than published)")
+    parser.add_argument("--pipe-profile", default="sd15-ltx",
+                        help="cost model of the pipelining runs (images a real share of a job)")
+    parser.add_argument("--pipe-devices", type=int, default=4)
+    parser.add_argument("--pipe-repeats", type=int, default=3)
     parser.add_argument("--head-jobs", type=int, default=500)
     parser.add_argument("--head-scenes", type=int, default=2)
     parser.add_argument("--head-wave", type=int, default=10)
@@ -341,6 +386,14 @@ def main() -> None:
                         f"{args.batch_factor}",
                         ["image renderer", "images/s (jobs)", "images/s (device)",
                          "device busy", "batches formed (size x count)"], rows))
+        if "pipelining" in sections:
+            print(f"pipelining: {args.scenes} scenes, {args.pipe_profile}", flush=True)
+            show(out, *(f"autoApprove pipelined vs barrier: one job of {args.scenes} scenes at a "
+                        f"time, {args.pipe_profile} costs at real speed, {args.pipe_devices} "
+                        f"simulated GPUs (1 image, {args.pipe_devices} clip replicas), median "
+                        f"of {args.pipe_repeats}",
+                        ["path", "POST -> completed s", "image device-s per job",
+                         "clip device-s per job"], run_pipelining(settings, port, args)))
         if "head" in sections:
             print(f"head cost: {args.head_jobs} jobs x {args.head_scenes} scenes", flush=True)
             cpu_rows, rss_rows = run_head(settings, port, args)
