@@ -19,6 +19,7 @@ from coordinator.deps import refuse_nul_text
 from coordinator.envelope import UnhandledErrors, install_error_handlers
 from coordinator.openapi import install_openapi
 from coordinator.rate_limit import RateLimiter
+from coordinator.stream_slots import StreamSlots
 from coordinator.routes import assets, campaigns, clients, health, job_events, jobs, scenes
 from coordinator.routes import presets
 from coordinator.routes import webhooks
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, job_runner: Any = None,
     app.state.token_verifier = TokenVerifier(settings)
     app.state.job_runner = job_runner
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, engine)
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_user)
 
     install_error_handlers(app)
     install_openapi(app)

@@ -41,7 +41,8 @@ ERROR_DESCRIPTIONS = {
     409: "Not allowed in the resource's current state",
     413: "Request body too large (`payload_too_large`)",
     416: "Requested range not satisfiable (`range_not_satisfiable`)",
-    429: "Too many requests (`rate_limited`, or `too_many_active_jobs` on job creation)",
+    429: "Too many requests (`rate_limited`, `too_many_active_jobs` on job creation, "
+         "`too_many_streams` on a progress stream)",
     500: "Internal server error (`internal_error`); no details are leaked",
     503: "The database is unreachable (`database_unavailable`)",
 }

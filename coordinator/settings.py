@@ -89,6 +89,8 @@ class Settings(BaseSettings):
 
     # Requests per minute per user (per API replica), spec 002's rate limit.
     rate_limit_per_minute: int = Field(default=600, ge=1)
+    # Progress streams (WebSocket + SSE) a user may hold open at once on one API replica.
+    max_streams_per_user: int = Field(default=20, ge=1, le=10_000)
 
     # Jobs.
     max_active_jobs_per_user: int = Field(default=3, ge=1)

@@ -8,7 +8,9 @@ Each message is ``{jobId, status, progress, stages, error, errorCode, updatedAt}
 The database stays the only source of truth: a connection re-reads the row every
 ``POLL_INTERVAL_S``, so it works the same with many API replicas and survives actor restarts.
 A browser authenticates with the ``token`` cookie; other clients may send
-``Authorization: Bearer``.
+``Authorization: Bearer``. A user holds at most ``max_streams_per_user`` streams open at once
+on a replica (``coordinator.stream_slots``): one more is refused (SSE: 429
+``too_many_streams``; WebSocket: closed with 1013, "try again later").
 
 An SSE event's ``id`` is the row's ``updatedAt`` in microseconds since the epoch, which every
 write to the job moves forward; a reconnecting ``EventSource`` sends it back as
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -43,6 +46,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 POLL_INTERVAL_S = 0.5
 LIVE_REFRESH_S = 5.0
+# A client refused for too many open streams retries after this many seconds.
+STREAMS_RETRY_AFTER_S = 5
 
 
 MAX_CONNECTION_S = 3600  # a client watching longer reconnects (and is re-authenticated)
@@ -118,17 +123,29 @@ async def job_progress_stream(websocket: WebSocket, job_id: str) -> None:
     if owned is None:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="Job not found")
         return
-    await websocket.accept()
-    # Reading is how a closed connection shows: stop polling as soon as the client goes.
-    client_gone = asyncio.create_task(_drain(websocket))
+    slots = websocket.app.state.stream_slots
+    if not slots.take(user):
+        # Accepted, then closed: a refused handshake would only tell the client "403".
+        await websocket.accept()
+        await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER,
+                              reason=f"{slots.per_user} progress streams open already")
+        return
     try:
-        await asyncio.wait_for(_stream(websocket, job_id, client_gone), timeout=MAX_CONNECTION_S)
-    except asyncio.TimeoutError:
-        await websocket.close(code=status.WS_1000_NORMAL_CLOSURE, reason="Connection time limit")
-    except WebSocketDisconnect:
-        pass
+        await websocket.accept()
+        # Reading is how a closed connection shows: stop polling as soon as the client goes.
+        client_gone = asyncio.create_task(_drain(websocket))
+        try:
+            await asyncio.wait_for(_stream(websocket, job_id, client_gone),
+                                   timeout=MAX_CONNECTION_S)
+        except asyncio.TimeoutError:
+            await websocket.close(code=status.WS_1000_NORMAL_CLOSURE,
+                                  reason="Connection time limit")
+        except WebSocketDisconnect:
+            pass
+        finally:
+            client_gone.cancel()
     finally:
-        client_gone.cancel()
+        slots.give_back(user)
 
 
 async def _drain(websocket: WebSocket) -> None:
@@ -185,22 +202,41 @@ async def job_progress_events(job_id: str, request: Request, user: CurrentUser,
         raise not_found("Job")
     if after is not None and event_id(job) <= after and JobStatus(job.status) in TERMINAL:
         return Response(status_code=204)
-    return StreamingResponse(_sse(request, job_id, after), media_type="text/event-stream",
+    slots = request.app.state.stream_slots
+    if not slots.take(user):
+        raise APIError(429, f"You have {slots.per_user} progress streams open, the most one "
+                       "user may; close one or poll GET /jobs/{id}", "too_many_streams",
+                       headers={"Retry-After": str(STREAMS_RETRY_AFTER_S)})
+    released = False
+
+    def give_back() -> None:  # once: from the stream's end, or after the response if it never began
+        nonlocal released
+        if not released:
+            released = True
+            slots.give_back(user)
+
+    return StreamingResponse(_sse(request, job_id, after, give_back),
+                             media_type="text/event-stream", background=BackgroundTask(give_back),
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _sse(request: Request, job_id: str, after: int | None) -> AsyncIterator[str]:
-    clock = asyncio.get_running_loop().time
-    deadline = clock() + MAX_CONNECTION_S  # then the client reconnects with Last-Event-ID
-    quiet_since = clock()
-    async for job, live in _polls(request.app.state.sessionmaker, job_id):
-        if job is None or clock() > deadline:
-            return
-        if after is None or event_id(job) > after:
-            after = event_id(job)
-            quiet_since = clock()
-            yield (f"id: {after}\nevent: progress\n"
-                   f"data: {json.dumps(progress_message(job, live))}\n\n")
-        elif clock() - quiet_since >= KEEPALIVE_S:
-            quiet_since = clock()
-            yield ": keepalive\n\n"
+async def _sse(request: Request, job_id: str, after: int | None,
+               closed: Callable[[], None]) -> AsyncIterator[str]:
+    """The events; ``closed`` runs when the stream ends, however it ends."""
+    try:
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + MAX_CONNECTION_S  # then the client reconnects with Last-Event-ID
+        quiet_since = clock()
+        async for job, live in _polls(request.app.state.sessionmaker, job_id):
+            if job is None or clock() > deadline:
+                return
+            if after is None or event_id(job) > after:
+                after = event_id(job)
+                quiet_since = clock()
+                yield (f"id: {after}\nevent: progress\n"
+                       f"data: {json.dumps(progress_message(job, live))}\n\n")
+            elif clock() - quiet_since >= KEEPALIVE_S:
+                quiet_since = clock()
+                yield ": keepalive\n\n"
+    finally:
+        closed()

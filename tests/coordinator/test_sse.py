@@ -4,6 +4,7 @@ own writes (``JobStore``, through ``advance_job``) and the API's actions change 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -137,3 +138,47 @@ def test_a_malformed_last_event_id_is_a_400(alice, value):
     job_id = start_job(alice)["id"]
     response = alice.get(url(job_id), headers={"Last-Event-ID": value})
     assert response.status_code == 400 and response.json()["code"] == "validation_error"
+
+
+def test_a_user_holds_at_most_the_limit_of_open_streams(alice, bob, api):
+    """Every open stream re-reads its job twice a second: one user cannot open them without
+    bound. The stream past the limit gets a 429 (SSE) or a 1013 close (WebSocket); another
+    user is not affected; closing a stream frees its slot."""
+    from contextlib import ExitStack
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    limit = api.settings.max_streams_per_user  # the default: these tests set none
+    job_id = start_job(alice)["id"]  # pending: its streams stay open
+    with ExitStack() as open_streams:
+        for _ in range(limit):
+            response = open_streams.enter_context(alice.stream("GET", url(job_id)))
+            assert response.status_code == 200
+        refused = alice.get(url(job_id))
+        assert refused.status_code == 429 and refused.json()["code"] == "too_many_streams"
+        assert int(refused.headers["Retry-After"]) > 0
+        socket_url = api.url.replace("http://", "ws://") + f"/api/v3/jobs/{job_id}/ws"
+        with connect(socket_url, additional_headers={"Authorization": alice.headers["Authorization"]},
+                     open_timeout=30) as socket:
+            with pytest.raises(ConnectionClosed) as closed:
+                socket.recv(timeout=30)
+        assert closed.value.rcvd.code == 1013
+        # Bob's own stream opens.
+        bob_job = start_job(bob)["id"]
+        with bob.stream("GET", url(bob_job)) as response:
+            assert response.status_code == 200
+    # All closed: the slots are free again once the server has seen the disconnects.
+    assert _opens_within(alice, url(job_id), 30)
+
+
+def _opens_within(http, path: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        with http.stream("GET", path) as response:
+            if response.status_code == 200:
+                return True
+            assert response.status_code == 429
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
