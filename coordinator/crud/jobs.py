@@ -380,11 +380,18 @@ async def request_regeneration(*, session: AsyncSession, job: Job, scene: Scene,
 
 
 async def update_scene(*, session: AsyncSession, job: Job, scene: Scene, data: SceneUpdate) -> Scene:
+    """Applies the fields sent. An edit that changes nothing leaves a completed job completed
+    (no revision for an empty or repeated ``PUT``)."""
+    values = {("duration_s" if name == "duration" else name):
+              (value.value if isinstance(value, Enum) else value)
+              for name, value in ((name, getattr(data, name)) for name in data.model_fields_set)}
+
+    if job.status == JobStatus.COMPLETED.value and all(
+            getattr(scene, column) == value for column, value in values.items()):
+        return scene  # nothing to revise: no lock, no write
     job, scene = await _lock_scene(session, job, scene, "edit the scene")
-    for name in data.model_fields_set:
-        value = getattr(data, name)
-        column = "duration_s" if name == "duration" else name
-        setattr(scene, column, value.value if isinstance(value, Enum) else value)
+    for column, value in values.items():
+        setattr(scene, column, value)
     await session.commit()
     return scene
 

@@ -260,3 +260,25 @@ def test_cancelling_a_revision_keeps_the_previous_video(alice, api, approved):
     for name in ("approve", "cancel"):
         response = send(alice, name, job_id, None)
         assert response.status_code == 409 and response.json()["code"] == "illegal_state"
+
+
+def test_an_edit_that_changes_nothing_leaves_a_completed_job_completed(alice, api):
+    """An empty PUT, or one repeating the scene's own values, is not a revision: the job keeps
+    its status, revision and rows. A real change still starts one."""
+    job_id = job_in(alice, api.settings, create_client(alice)["id"], S.COMPLETED)
+    delivered = snapshot(alice, api.settings, job_id)
+    scene = delivered["view"]["storyboard"]["scenes"][0]
+    url = f"/api/v3/jobs/{job_id}/scenes/{scene['id']}"
+    same = {"script": scene["script"], "duration": scene["duration"],
+            "transition": scene["transition"]}
+    for body in ({}, same):
+        response = alice.put(url, json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["script"] == scene["script"]
+        assert snapshot(alice, api.settings, job_id) == delivered, body
+    changed = alice.put(url, json={"script": scene["script"] + " Now with lime."})
+    assert changed.status_code == 200
+    reopened = alice.get(f"/api/v3/jobs/{job_id}").json()["data"]
+    assert reopened["status"] == "storyboard_ready"
+    assert database_rows(api.settings, job_id)["job"][0]["revision"] == \
+        delivered["rows"]["job"][0]["revision"] + 1
