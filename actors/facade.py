@@ -211,7 +211,7 @@ class RayJobRunner:
             handle = await asyncio.to_thread(self._registered, job_id)
             if handle is not None:
                 # Bounded: the cancel request must not hang on a busy or restarting actor.
-                await asyncio.wait_for(handle.cancel.remote(), CANCEL_DELIVERY_TIMEOUT_S)
+                await asyncio.wait_for(handle.cancel.remote(job_id), CANCEL_DELIVERY_TIMEOUT_S)
         except (ValueError, ray.exceptions.RayActorError):
             pass  # no actor, or it ended itself: nothing is in flight
         except asyncio.TimeoutError:

@@ -179,8 +179,12 @@ class JobActor:
         self._start()
         return True
 
-    async def cancel(self) -> None:
-        """Stops in-flight work. The row is already ``cancelled`` (the API wrote it first)."""
+    async def cancel(self, job_id: str | None = None) -> None:
+        """Stops in-flight work on ``job_id`` (any job, when None). The row is already
+        ``cancelled`` (the API wrote it first). A host that has moved on to another job since
+        the caller looked it up leaves that job alone."""
+        if job_id is not None and job_id != self.job_id:
+            return
         if self._run_task and not self._run_task.done():
             self._ending = True
             self._run_task.cancel()

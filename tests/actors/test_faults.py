@@ -300,6 +300,19 @@ def test_jobs_one_after_another_reuse_the_idle_hosts(alice, local_farm):
     assert _job_hosts() == before  # no host was started, none ended
 
 
+def test_a_late_cancel_for_a_hosts_previous_job_leaves_its_current_job_alone(alice, local_farm):
+    """The API looks a job's host up, then cancels: if the host let that job go and took
+    another meanwhile, the cancel names the old job and the new one goes on."""
+    created = start_job(alice, sceneCount=2, durationSeconds=6, preset=SLOW_PRESET, **NO_SOUND)
+    wait_for(lambda j: j["status"] == "storyboard_processing", alice, created["id"],
+             what="processing")
+    host = ray.get_actor(actor_name(created["id"]), namespace=ACTOR_NAMESPACE)
+    ray.get(host.cancel.remote("an-earlier-job"), timeout=30)
+    assert ray.get(host.describe.remote(), timeout=30)["job_id"] == created["id"]
+    job = wait_for_status(alice, created["id"], "storyboard_ready", timeout=240)
+    assert all(scene["image_url"] for scene in job["storyboard"]["scenes"])
+
+
 def _job_hosts() -> dict[str, str]:
     """Every job host the cluster ever had: ActorID → state."""
     from ray._private import state
