@@ -202,7 +202,14 @@ def gpu_farm(ray_session, tmp_path, request, **overrides):
                              renderfarm_models_dir=ray_session["models_dir"], **overrides)
     name, prefix = f"gpu-{uuid.uuid4().hex[:6]}", f"/gpu-{uuid.uuid4().hex[:6]}"
     # Not blocking: the renderers never start here, so the app never reports RUNNING.
-    _run(build_app(settings, render_gpus=1), name=name, route_prefix=prefix, _blocking=False)
+    # Deleting the app stops a replica that never started only after its graceful shutdown
+    # timeout (Serve's default 20 s): 1 s here, for the deployments that wait for a GPU (and the
+    # compositor, which waits for CPUs the module's farm holds).
+    never_started = {deployment: {"graceful_shutdown_timeout_s": 1.0}
+                     for deployment in ("ImageRenderer", "ClipRenderer", "AudioRenderer",
+                                        "Compositor")}
+    _run(build_app(settings, render_gpus=1, **never_started), name=name, route_prefix=prefix,
+         _blocking=False)
     url = f"http://127.0.0.1:{ray_session['port']}{prefix}"
     try:
         wait_until(lambda: _healthy(url), timeout=90, what="the GPU farm's API")
