@@ -132,8 +132,18 @@ def deploy(settings, port: int, *, image_replicas: int = 1, clip_replicas: int =
 
     from serve_app import build_app
 
+    import ray
+
+    from actors.placement import make_placement
+
     started = time.perf_counter()
-    cpus = {"ray_actor_options": {"num_cpus": renderer_cpus}}
+    # Every renderer replica must fit beside the compositor and the audio renderer, or the app
+    # never becomes healthy: with more replicas each gets less than ``renderer_cpus``.
+    others = make_placement("local").deployments
+    taken = sum(others[name]["ray_actor_options"].get("num_cpus", 0)
+                for name in ("Compositor", "AudioRenderer", "Api"))
+    fits = (ray.cluster_resources().get("CPU", 2.0) - taken) / (image_replicas + clip_replicas)
+    cpus = {"ray_actor_options": {"num_cpus": min(renderer_cpus, int(fits * 100) / 100)}}
     app = build_app(settings, ImageRenderer={"num_replicas": image_replicas, **cpus},
                     ClipRenderer={"num_replicas": clip_replicas, **cpus})
     serve.run(app, name=APP_NAME, route_prefix="/")
