@@ -40,6 +40,9 @@ SUPERVISE_POKE_TIMEOUT_S = 15.0
 # cancelled, so an actor that misses it stops at its next write anyway).
 CANCEL_DELIVERY_TIMEOUT_S = 10.0
 DEFAULT_PRESET_WAIT_S = 2.0
+# Job hosts this replica starts at once: each start takes a core for about a second, and a
+# burst of jobs must not turn into a burst of process starts competing for the same cores.
+HOST_STARTS_AT_ONCE = 2
 # The jobs-by-state gauge counts the whole jobs table: every 5th round (10 s) is plenty.
 JOBS_GAUGE_EVERY = 5
 
@@ -55,6 +58,8 @@ class RayJobRunner:
         self.placement = placement
         self._pokes: set[asyncio.Task] = set()  # strong references until they finish
         self._pool: str | None = None
+        self._starts = asyncio.Semaphore(HOST_STARTS_AT_ONCE)
+        self._in_flight: dict[str, int] = {}  # job id -> pokes of it running now
         self._filling: asyncio.Task | None = None
         self._default_preset: str | None = None
         self._jobs_gauge: Any = None
@@ -102,7 +107,7 @@ class RayJobRunner:
             self._pool = f"{app}/{hashlib.sha256(farm.encode()).hexdigest()[:16]}"
         return self._pool
 
-    def _new_host(self, offer: bool) -> Any:
+    def _new_host(self) -> Any:
         try:  # the API replica: its idle hosts end themselves once it is gone
             owner = ray.get_runtime_context().current_actor
         except RuntimeError:  # not in an actor (a driver, e.g. a benchmark)
@@ -112,25 +117,28 @@ class RayJobRunner:
         return JobActor.options(name=name, namespace=ACTOR_NAMESPACE, lifetime="detached",
                                 **self.placement.job_actor).remote(
             None, self.settings, self.images, self.clips, self.placement, host=name, owner=owner,
-            pool=self.pool, offer=offer, audio=self.audio, compositor=self.compositor)
+            pool=self.pool, audio=self.audio, compositor=self.compositor)
 
-    async def _started_host(self, offer: bool) -> Any:
+    async def _start_host(self) -> None:
+        """Starts a host and waits until it has joined the pool (call it holding a start
+        slot). Whoever asked for it may be gone by then: the host waits in the pool."""
         # Creating a named actor is a blocking call to the cluster.
-        host = await asyncio.to_thread(self._new_host, offer)
+        host = await asyncio.to_thread(self._new_host)
         await host.ready.remote()
-        return host
 
     def _refill(self) -> None:
         """Starts hosts in the background until ``renderfarm_warm_job_hosts`` are idle."""
         if self._filling is None or self._filling.done():
             self._filling = asyncio.create_task(self._fill())
 
+    async def _idle_count(self) -> int:
+        return len(await asyncio.to_thread(job_registry.idle_hosts, self.pool))
+
     async def _fill(self) -> None:
-        # One at a time: a process start takes a core for about a second.
         try:
-            while (len(await asyncio.to_thread(job_registry.idle_hosts, self.pool))
-                   < self.settings.renderfarm_warm_job_hosts):
-                await self._started_host(offer=True)  # it joins the pool itself
+            while await self._idle_count() < self.settings.renderfarm_warm_job_hosts:
+                async with self._starts:
+                    await self._start_host()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -146,11 +154,20 @@ class RayJobRunner:
         return None
 
     async def _take_host(self) -> Any:
-        """An idle host from the pool (warm), else one started now (the cost the pool exists
-        to hide)."""
-        host = await asyncio.to_thread(self._pooled_host)
-        self._refill()
-        return host if host is not None else await self._started_host(offer=False)
+        """An idle host from the pool (warm). While there is none, hosts are started, a few
+        at a time, each joining the pool, and the first to come free is taken, whoever
+        started it (a job that finished meanwhile frees one too)."""
+        while True:
+            host = await asyncio.to_thread(self._pooled_host)
+            if host is None:
+                async with self._starts:
+                    # Another host may have come free while this waited for a start slot.
+                    host = await asyncio.to_thread(self._pooled_host)
+                    if host is None:
+                        await self._start_host()
+                        continue
+            self._refill()
+            return host
 
     async def render_image(self, request: ImageRequest) -> ImageResult:
         """One image outside any job (a character reference asset) on the image renderers,
@@ -184,6 +201,15 @@ class RayJobRunner:
             log.exception("job %s: could not reach its actor; the supervisor will retry", job_id)
 
     async def _poke(self, job_id: str) -> None:
+        self._in_flight[job_id] = self._in_flight.get(job_id, 0) + 1
+        try:
+            await self._reach_actor(job_id)
+        finally:
+            self._in_flight[job_id] -= 1
+            if not self._in_flight[job_id]:
+                del self._in_flight[job_id]
+
+    async def _reach_actor(self, job_id: str) -> None:
         for attempt in range(3):
             handle = await asyncio.to_thread(self._registered, job_id)
             try:
@@ -268,7 +294,9 @@ class RayJobRunner:
                 rounds += 1
                 try:
                     for job_id in await self.jobs_needing_an_actor(sessions):
-                        if job_id not in running:
+                        # Not while another poke of it runs (one still waiting for a host
+                        # start would otherwise get company every round).
+                        if job_id not in running and job_id not in self._in_flight:
                             task = asyncio.create_task(self._supervised_poke(job_id, slots))
                             running[job_id] = task
                             task.add_done_callback(

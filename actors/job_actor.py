@@ -96,13 +96,11 @@ def _finished_counter():  # noqa: ANN202
 class JobActor:
     def __init__(self, job_id: str | None, settings: Settings, images: Any, clips: Any,
                  placement: Placement, *, host: str | None = None, owner: Any = None,
-                 pool: str | None = None, offer: bool = True, audio: Any = None,
-                 compositor: Any = None):
+                 pool: str | None = None, audio: Any = None, compositor: Any = None):
         """With a ``job_id``: an actor for that one job, driving it at once (also when Ray
-        restarts it after a crash), ending with it. Without one: the host named ``host`` of
-        the idle pool ``pool``, which it joins at once with ``offer`` (a host started for a
-        job that waits for it does not); after a crash it takes back the job the registry says
-        it had. ``owner`` is the API replica that started the host."""
+        restarts it after a crash), ending with it. Without one: the host named ``host``,
+        which joins the idle pool ``pool`` at once; after a crash it takes back the job the
+        registry says it had. ``owner`` is the API replica that started the host."""
         self.settings = settings
         self.placement = placement
         self.images = images
@@ -126,7 +124,7 @@ class JobActor:
             self._take(job_id)
             self._start()
         else:
-            if offer and self.pool is not None:
+            if self.pool is not None:
                 job_registry.offer(self.pool, self.host)
             self._idle_task = asyncio.get_running_loop().create_task(self._idle())
 

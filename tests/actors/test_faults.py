@@ -300,6 +300,38 @@ def test_jobs_one_after_another_reuse_the_idle_hosts(alice, local_farm):
     assert _job_hosts() == before  # no host was started, none ended
 
 
+def test_a_burst_of_jobs_leaves_every_host_it_started_in_the_pool(alice, local_farm):
+    """Jobs arriving faster than hosts come free start more hosts (a few at a time); once
+    the jobs wait for review, every live host is idle in the pool: none is left running
+    without a job and outside the pool, where nothing would ever use it."""
+    before = _job_hosts()
+    with local_farm.client("burst-1") as one, local_farm.client("burst-2") as two:
+        users = [alice, one, two]  # each may have 3 jobs processing
+        jobs = [(http, start_job(http, sceneCount=1, durationSeconds=4, seed=seed,
+                                 **NO_SOUND)["id"]) for seed in range(2) for http in users]
+        for http, job_id in jobs:
+            wait_for_status(http, job_id, "storyboard_ready", timeout=240)
+    ids = [job_id for _, job_id in jobs]
+    started = {host for host, state in _job_hosts().items() if host not in before}
+    assert len(started) <= len(ids)
+
+    def all_alive_hosts_idle_in_the_pool() -> bool:
+        alive = {name for name, state in _job_host_names().items() if state == "ALIVE"}
+        idle = {raw.decode().rsplit("/", 1)[-1] for raw in _idle_hosts(local_farm.app_name)}
+        return alive <= idle
+
+    wait_until(all_alive_hosts_idle_in_the_pool, timeout=60, what="every live host idle")
+
+
+def _job_host_names() -> dict[str, str]:
+    """Every job host the cluster ever had: name → state (the last incarnation's)."""
+    from ray._private import state
+
+    return {info["Name"]: info["State"] for info in
+            sorted(state.actors().values(), key=lambda info: info["StartTime"])
+            if info["Name"].startswith("jobhost-")}
+
+
 def test_a_late_cancel_for_a_hosts_previous_job_leaves_its_current_job_alone(alice, local_farm):
     """The API looks a job's host up, then cancels: if the host let that job go and took
     another meanwhile, the cancel names the old job and the new one goes on."""
