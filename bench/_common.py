@@ -67,11 +67,25 @@ def prepare_environment(prefix: str) -> BenchEnv:
 BENCH_RATE_LIMIT_PER_MINUTE = 1_000_000
 
 
-def make_settings(env: BenchEnv):
+def make_settings(env: BenchEnv, **overrides):
     from coordinator.settings import Settings
 
     return Settings(renderfarm_home=env.home, renderfarm_models_dir=env.models_dir,
-                    rate_limit_per_minute=BENCH_RATE_LIMIT_PER_MINUTE)
+                    rate_limit_per_minute=BENCH_RATE_LIMIT_PER_MINUTE, **overrides)
+
+
+@contextmanager
+def postgres(env: BenchEnv) -> Iterator[str]:
+    """A real PostgreSQL server for the run (the ``pgserver`` wheel, data in the benchmark's
+    temporary directory); yields its URL. A farm of many GPUs spans nodes, which needs
+    PostgreSQL (SQLite is one file on one machine), so the scaling benchmarks run on it."""
+    import pgserver
+
+    server = pgserver.get_server(env.root / "pgdata", cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
 
 
 def free_port() -> int:

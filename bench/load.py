@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as bench
-from scaling import bench_settings, deploy_simulated, expected_device_s, submit, teardown, wait_for
+from scaling import (NO_SOUND, bench_settings, deploy_simulated, expected_device_s,
+                     farm_database, submit, teardown, wait_for)
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locust_pollers.py"
 
@@ -66,16 +67,19 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--profile", default="sdxl-turbo-svd")
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres",
+                        help="the farm's database (default postgres, as on a cluster)")
     args = parser.parse_args()
 
     import simulated_gpu as sim
     from coordinator.auth import issue_local_token
 
     env = bench.prepare_environment("renderfarm-load-")
-    settings = bench_settings(env)
     print(f"machine: 2-core; load average before: {bench.load_average()}", flush=True)
     results = {}
-    with bench.ray_cluster(env) as port:
+    with farm_database(env, args.database) as database_url, bench.ray_cluster(env) as port:
+        settings = bench_settings(env, database_url)
+        print(f"database: {settings.database_url.split(':', 1)[0]}", flush=True)
         # The render phase must outlast the pollers: its ideal is 3x the measured window.
         work = expected_device_s(sim.PROFILES[args.profile], args.jobs, args.scenes)
         factor = 3 * args.seconds * args.devices / work
@@ -85,15 +89,18 @@ def main() -> None:
         token = issue_local_token(settings, "bench-user")
         with bench.api_client(settings, url) as http:
             client_id = bench.create_client(http)
-            finished = submit(http, bench.job_body(client_id, 2, autoApprove=True), 4)
+            # As many finished jobs as will render, at once: each leaves a job host in the
+            # pool, so the rendering phase starts no processes (a busy farm's steady state).
+            finished = submit(http, bench.job_body(client_id, 2, autoApprove=True, **NO_SOUND),
+                              args.jobs)
             wait_for(settings, finished, "completed", 600)
             print(f"idle: {args.users} pollers on finished jobs for {args.seconds} s", flush=True)
             meter = bench.CpuMeter()
             meter.start()
             results["idle"] = run_locust(url, token, finished, args)
             results["idle"]["cpu"] = meter.stop()
-            rendering = submit(http, bench.job_body(client_id, args.scenes, autoApprove=True),
-                               args.jobs)
+            rendering = submit(http, bench.job_body(client_id, args.scenes, autoApprove=True,
+                                                    **NO_SOUND), args.jobs)
             print(f"rendering: {args.jobs} jobs x {args.scenes} scenes on {args.devices} "
                   f"simulated GPUs (time factor {factor:.4f}); {args.users} pollers on them",
                   flush=True)

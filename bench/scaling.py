@@ -30,6 +30,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,9 +47,20 @@ HEAD_PARTS = ("API replica", "Serve HTTP proxy", "Serve controller", "job actor"
               "Ray core (raylet, GCS, agents)", "other Ray workers (idle, starting)")
 
 
-def bench_settings(env):
-    return bench.make_settings(env).model_copy(update={"max_active_jobs_per_user":
-                                                       BENCH_ACTIVE_JOBS})
+def bench_settings(env, database_url: str | None = None):
+    extra = {"database_url": database_url} if database_url else {}
+    return bench.make_settings(env, max_active_jobs_per_user=BENCH_ACTIVE_JOBS, **extra)
+
+
+@contextmanager
+def farm_database(env, kind: str) -> Iterator[str | None]:
+    """The URL of the run's database: PostgreSQL (a many-GPU farm spans nodes, which needs
+    it), or None for the default SQLite file."""
+    if kind == "sqlite":
+        yield None
+        return
+    with bench.postgres(env) as url:
+        yield url
 
 
 def deploy_simulated(settings, port: int, *, devices: int, time_factor: float,
@@ -130,6 +143,13 @@ def wait_for(settings, ids: list[str], status: str, timeout_s: float,
         engine.dispose()
 
 
+def epoch(moment) -> float:
+    """A database timestamp (UTC; naive from SQLite) as epoch seconds."""
+    from datetime import timezone
+
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def span_s(rows: dict[str, tuple]) -> float:
     """First job row created to the last row's final update (the database's clock)."""
     first = min(r[1] for r in rows.values())
@@ -177,13 +197,18 @@ def run_scaling(settings, port: int, args) -> list[list[str]]:
         usage = ray.get(pool.usage.remote())
         teardown(pool)
         makespan = span_s(done)
+        # Where the overhead is: before the first device hold, after the last.
+        first_row = min(epoch(r[1]) for r in done.values())
+        last_row = max(epoch(r[2]) for r in done.values())
+        lead, tail = usage["first_start"] - first_row, last_row - usage["last_end"]
         busy = sum(usage["busy_s"].values())
         ideal = busy / devices
         overhead = makespan - ideal
         real_ideal = ideal / factor
         print(f"  {devices} GPUs: time factor {factor:.4f}, makespan {makespan:.1f} s, "
-              f"ideal {ideal:.1f} s, POSTs took {posted:.1f} s, batches {usage['image_batches']}",
-              flush=True)
+              f"ideal {ideal:.1f} s, POSTs took {posted:.1f} s; first job row -> first device "
+              f"hold {lead:.1f} s, last device release -> last job completed {tail:.1f} s; "
+              f"batches {usage['image_batches']}", flush=True)
         rows.append([str(devices), f"{factor:.4f}", f"{makespan:.1f}", f"{ideal:.1f}",
                      f"{ideal / makespan:.2f}", f"{overhead:.1f}",
                      f"{real_ideal:.0f}", f"{real_ideal / (real_ideal + overhead):.3f}"])
@@ -292,7 +317,8 @@ def head_rss_mb() -> dict[str, float]:
 def run_head(settings, port: int, args) -> tuple[list[list[str]], list[list[str]]]:
     url, pool = deploy_simulated(settings, port, devices=4, time_factor=args.head_factor,
                                  profile=args.profile, image_replicas=1, clip_replicas=4)
-    warmup = max(1, args.head_jobs // 10)
+    # At least one wave: the job-host pool grows to a wave's size before the measured jobs.
+    warmup = max(args.head_wave, args.head_jobs // 10)
     with bench.api_client(settings, url) as http:
         client_id = bench.create_client(http)
         body = bench.job_body(client_id, args.head_scenes, autoApprove=True, **NO_SOUND)
@@ -342,6 +368,8 @@ def show(out: list, title: str, headers: list[str], rows: list[list[str]]) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="scaling,batching,pipelining,head")
+    parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres",
+                        help="the farm's database (default postgres, as on a cluster)")
     parser.add_argument("--profile", default="sdxl-turbo-svd")
     parser.add_argument("--jobs", type=int, default=32)
     parser.add_argument("--scenes", type=int, default=8)
@@ -366,9 +394,10 @@ def main() -> None:
     env = bench.prepare_environment("renderfarm-scaling-")
     print(f"machine: 2-core; load average before: {bench.load_average()}", flush=True)
     started = time.perf_counter()
-    settings = bench_settings(env)
     out: list[tuple[str, list[str], list[list[str]]]] = []
-    with bench.ray_cluster(env) as port:
+    with farm_database(env, args.database) as database_url, bench.ray_cluster(env) as port:
+        settings = bench_settings(env, database_url)
+        print(f"database: {settings.database_url.split(':', 1)[0]}", flush=True)
         if "scaling" in sections:
             print(f"scaling: {args.jobs} jobs x {args.scenes} scenes, profile {args.profile}",
                   flush=True)

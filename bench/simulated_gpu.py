@@ -136,7 +136,7 @@ class DevicePool:
         self.time_factor = time_factor
         self._locks = [asyncio.Lock() for _ in range(devices)]
         self._next = {"image": itertools.count(), "clip": itertools.count()}
-        # (device, kind, items, started, ended), monotonic seconds of this process
+        # (device, kind, items, started, ended), epoch seconds (comparable with the database's times)
         self._holds: list[tuple[int, str, int, float, float]] = []
 
     def assign(self, kind: str) -> int:
@@ -148,9 +148,9 @@ class DevicePool:
         same card holds it); returns the seconds held."""
         seconds = self.profile.cost(kind).seconds(items) * self.time_factor
         async with self._locks[device]:
-            started = time.monotonic()
+            started = time.time()
             await asyncio.sleep(seconds)
-            ended = time.monotonic()
+            ended = time.time()
         if len(self._holds) < RECORDS_KEPT:
             self._holds.append((device, kind, items, started, ended))
         return ended - started
@@ -160,7 +160,7 @@ class DevicePool:
 
     def usage(self) -> dict[str, Any]:
         """Device-seconds held (wall, and in real-GPU seconds), items and calls per kind,
-        batch sizes formed, the first start and last end (this actor's monotonic clock)."""
+        batch sizes formed, the first start and last end (epoch seconds)."""
         busy = defaultdict(float)
         items = defaultdict(int)
         calls = defaultdict(int)
