@@ -31,7 +31,7 @@ from actors.capacity import CapacityWait, CapacityWatch
 from actors.composite_task import COMPOSITE_RETRIES, ClipPlan, CompositeOutput
 from actors.compositor import CallToActionCard, CompositorError
 from actors.sound_mix import SoundMixError
-from actors.job_store import JobStore
+from actors.job_store import JobStore, job_engine
 from actors.messages import ClipRequest, ImageRequest, MusicRequest, VoiceRequest
 from actors.placement import Placement
 from coordinator import pricing
@@ -111,6 +111,8 @@ class JobActor:
         self.owner = owner
         self.pool = pool
         self.objects: ObjectStore = make_object_store(settings)
+        # One engine for every job this actor drives; its connections close between jobs.
+        self._engine = job_engine(settings)
         self.capacity = CapacityWatch(placement, autoscaling=settings.renderfarm_autoscaling,
                                       wait_limit_s=settings.capacity_wait_seconds)
         self._taking = asyncio.Lock()  # one job per host, even when two pokes race
@@ -194,8 +196,11 @@ class JobActor:
         await self._let_go()
 
     async def describe(self) -> dict[str, Any]:
+        pool = self._engine.sync_engine.pool
         return {"job_id": self.job_id, "host": self.host, "jobs_taken": self._jobs_taken,
-                "running": bool(self._run_task and not self._run_task.done())}
+                "running": bool(self._run_task and not self._run_task.done()),
+                "database_connections": (getattr(pool, "checkedin", lambda: 0)()
+                                         + getattr(pool, "checkedout", lambda: 0)())}
 
     def _take(self, job_id: str) -> None:
         if self._idle_task is not None:
@@ -203,7 +208,7 @@ class JobActor:
             self._idle_task = None
         self._jobs_taken += 1
         self.job_id = job_id
-        self.jobs = JobStore(self.settings, job_id)
+        self.jobs = JobStore(self.settings, job_id, self._engine)
 
     def _start(self) -> None:
         if self.job_id is not None and (self._run_task is None or self._run_task.done()):
@@ -228,6 +233,10 @@ class JobActor:
                     log.exception("job %s: could not release its host %s", self.job_id,
                                   self.host)
             if self._reusable():
+                try:  # an idle host holds no database connections (a burst leaves many hosts)
+                    await self._engine.dispose()
+                except Exception:  # closing broken connections: the next job opens new ones
+                    log.exception("host %s: could not close its database connections", self.host)
                 self._forget_job()
                 try:
                     await asyncio.to_thread(job_registry.offer, self.pool, self.host)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coordinator.db.base import utcnow
 from actors.steps import JobEnded, StepFailed
@@ -26,16 +26,25 @@ from coordinator.webhooks.outbox import stage_job_event
 _TERMINAL_VALUES = [status.value for status in TERMINAL]
 
 
+def job_engine(settings: Settings) -> AsyncEngine:
+    """The database engine of a job actor. Scenes render concurrently, but their writes are
+    short: a small pool suffices, and keeps many concurrent jobs within PostgreSQL's connection
+    limit."""
+    return make_engine(settings, pool_size=2)
+
+
 class JobStore:
-    def __init__(self, settings: Settings, job_id: str):
+    def __init__(self, settings: Settings, job_id: str, engine: AsyncEngine | None = None):
+        """On ``engine`` (a job host's, shared by the jobs it drives one after another), or on
+        an engine of its own that ``close`` disposes."""
         self.job_id = job_id
-        # Scenes render concurrently, but their writes are short: a small pool suffices, and
-        # keeps many concurrent jobs within PostgreSQL's connection limit.
-        self.engine = make_engine(settings, pool_size=2)
+        self._owns_engine = engine is None
+        self.engine = engine if engine is not None else job_engine(settings)
         self.sessions = make_sessionmaker(self.engine)
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._owns_engine:
+            await self.engine.dispose()
 
     @retried("database")
     async def job(self) -> Job | None:

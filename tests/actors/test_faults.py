@@ -298,6 +298,11 @@ def test_jobs_one_after_another_reuse_the_idle_hosts(alice, local_farm):
     drivers = set().union(*(run_job(seed) for seed in (2, 3, 4)))
     assert drivers and all(before.get(host) == "ALIVE" for host in drivers)
     assert _job_hosts() == before  # no host was started, none ended
+    # Idle, a host holds no database connection (a burst of jobs leaves many hosts behind).
+    for name in _idle_host_names(local_farm.app_name):
+        described = ray.get(ray.get_actor(name, namespace=ACTOR_NAMESPACE).describe.remote(),
+                            timeout=30)
+        assert described["job_id"] is None and described["database_connections"] == 0, described
 
 
 def test_a_burst_of_jobs_leaves_every_host_it_started_in_the_pool(alice, local_farm):
@@ -317,10 +322,14 @@ def test_a_burst_of_jobs_leaves_every_host_it_started_in_the_pool(alice, local_f
 
     def all_alive_hosts_idle_in_the_pool() -> bool:
         alive = {name for name, state in _job_host_names().items() if state == "ALIVE"}
-        idle = {raw.decode().rsplit("/", 1)[-1] for raw in _idle_hosts(local_farm.app_name)}
+        idle = set(_idle_host_names(local_farm.app_name))
         return alive <= idle
 
     wait_until(all_alive_hosts_idle_in_the_pool, timeout=60, what="every live host idle")
+
+
+def _idle_host_names(app_name: str) -> list[str]:
+    return [raw.decode().rsplit("/", 1)[-1] for raw in _idle_hosts(app_name)]
 
 
 def _job_host_names() -> dict[str, str]:
