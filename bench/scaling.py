@@ -65,7 +65,7 @@ def farm_database(env, kind: str) -> Iterator[str | None]:
 
 def deploy_simulated(settings, port: int, *, devices: int, time_factor: float,
                      profile: str, image_replicas: int, clip_replicas: int,
-                     image_config: dict | None = None):
+                     image_config: dict | None = None, first_clip_device: int = 0):
     """Starts the device pool and deploys the farm with the simulated renderers (no CPU each);
     returns (url, pool)."""
     import httpx
@@ -75,7 +75,7 @@ def deploy_simulated(settings, port: int, *, devices: int, time_factor: float,
     import simulated_gpu as sim
     from serve_app import build_app
 
-    pool = sim.start_pool(devices, profile, time_factor)
+    pool = sim.start_pool(devices, profile, time_factor, first_clip_device)
     ray.get(pool.usage.remote())  # up before any replica looks for it
     free = {"ray_actor_options": {"num_cpus": 0}}
     image = {"num_replicas": image_replicas, **free}
@@ -260,7 +260,8 @@ def run_batching(settings, port: int, args) -> tuple[list[list[str]], float]:
 def run_pipelining(settings, port: int, args) -> list[list[str]]:
     """One autoApprove job at a time, POST → completed, with clips starting as each image lands
     (the default) and with every image first (``renderfarm_auto_approve_barrier``), on
-    ``--pipe-devices`` simulated cards at their real speed."""
+    a card of its own for the image replica and ``--pipe-devices`` cards for clips, at the
+    cards' real speed."""
     import statistics
 
     import ray
@@ -268,9 +269,12 @@ def run_pipelining(settings, port: int, args) -> list[list[str]]:
     results = {}
     barrier = settings.model_copy(update={"renderfarm_auto_approve_barrier": True})
     for label, variant in (("pipelined (default)", settings), ("barrier", barrier)):
-        url, pool = deploy_simulated(variant, port, devices=args.pipe_devices, time_factor=1.0,
-                                     profile=args.pipe_profile, image_replicas=1,
-                                     clip_replicas=args.pipe_devices)
+        # The cluster layout: the image replica on a card of its own, a clip replica on each
+        # of the others (on shared cards, clips and images wait for each other either way).
+        url, pool = deploy_simulated(variant, port, devices=args.pipe_devices + 1,
+                                     time_factor=1.0, profile=args.pipe_profile,
+                                     image_replicas=1, clip_replicas=args.pipe_devices,
+                                     first_clip_device=1)
         with bench.api_client(variant, url) as http:
             client_id = bench.create_client(http)
             body = bench.job_body(client_id, args.scenes, autoApprove=True, **NO_SOUND)
@@ -381,7 +385,7 @@ def main() -> None:
                         help="time factor of the batching runs (device slower than published)")
     parser.add_argument("--pipe-profile", default="sd15-ltx",
                         help="cost model of the pipelining runs (images a real share of a job)")
-    parser.add_argument("--pipe-devices", type=int, default=4)
+    parser.add_argument("--pipe-devices", type=int, default=4, help="clip cards (plus one for images)")
     parser.add_argument("--pipe-repeats", type=int, default=3)
     parser.add_argument("--head-jobs", type=int, default=500)
     parser.add_argument("--head-scenes", type=int, default=2)
@@ -418,9 +422,9 @@ def main() -> None:
         if "pipelining" in sections:
             print(f"pipelining: {args.scenes} scenes, {args.pipe_profile}", flush=True)
             show(out, *(f"autoApprove pipelined vs barrier: one job of {args.scenes} scenes at a "
-                        f"time, {args.pipe_profile} costs at real speed, {args.pipe_devices} "
-                        f"simulated GPUs (1 image, {args.pipe_devices} clip replicas), median "
-                        f"of {args.pipe_repeats}",
+                        f"time, {args.pipe_profile} costs at real speed, {args.pipe_devices + 1} "
+                        f"simulated GPUs (1 image replica on one, a clip replica on each of "
+                        f"the other {args.pipe_devices}), median of {args.pipe_repeats}",
                         ["path", "POST -> completed s", "image device-s per job",
                          "clip device-s per job"], run_pipelining(settings, port, args)))
         if "head" in sections:

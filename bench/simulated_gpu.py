@@ -126,7 +126,8 @@ class DevicePool:
     run the small ``tiny`` preset so stored images, clips and composites stay cheap, and bill
     the device as the production preset named here)."""
 
-    def __init__(self, devices: int, profile: str = DEFAULT_PROFILE, time_factor: float = 1.0):
+    def __init__(self, devices: int, profile: str = DEFAULT_PROFILE, time_factor: float = 1.0,
+                 first_clip_device: int = 0):
         if devices < 1:
             raise ValueError(f"a pool has at least one device, got {devices}")
         if time_factor <= 0:
@@ -135,7 +136,9 @@ class DevicePool:
         self.profile = PROFILES[profile]
         self.time_factor = time_factor
         self._locks = [asyncio.Lock() for _ in range(devices)]
-        self._next = {"image": itertools.count(), "clip": itertools.count()}
+        # Clip replicas from ``first_clip_device`` on: with 1, image replicas have card 0 to
+        # themselves (the cluster layout, a renderer per GPU) instead of sharing every card.
+        self._next = {"image": itertools.count(), "clip": itertools.count(first_clip_device)}
         # (device, kind, items, started, ended), epoch seconds (comparable with the database's times)
         self._holds: list[tuple[int, str, int, float, float]] = []
 
@@ -180,10 +183,11 @@ class DevicePool:
                 "holds": [(d, k, n, s, e) for d, k, n, s, e in self._holds]}
 
 
-def start_pool(devices: int, profile: str = DEFAULT_PROFILE, time_factor: float = 1.0):
+def start_pool(devices: int, profile: str = DEFAULT_PROFILE, time_factor: float = 1.0,
+               first_clip_device: int = 0):
     """Starts the pool the simulated renderers find by name; kill it with ``ray.kill``."""
     return DevicePool.options(name=POOL_NAME, namespace=POOL_NAMESPACE).remote(
-        devices, profile, time_factor)
+        devices, profile, time_factor, first_clip_device)
 
 
 class _Device:
