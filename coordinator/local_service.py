@@ -48,7 +48,10 @@ def run_local_service(*, host: str, port: int, dashboard_port: int, profile: str
               "stop with Ctrl-C or SIGTERM", flush=True)
         stop.wait()
         print("renderfarm: shutting down", flush=True)
-        serve.shutdown()
+        if address:  # a cluster that outlives us: take our application off it
+            serve.shutdown()
+        # Our own Ray: ending it ends Serve with it. (Ctrl-C reaches Ray's processes too, so
+        # Serve's controller may be gone already; serve.shutdown() would wait 30 s for it.)
     finally:
         ray.shutdown()
     return 0
