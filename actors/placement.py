@@ -115,9 +115,10 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
             "ImageRenderer": {"num_replicas": 1, "max_ongoing_requests": 32,
                               "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
                               "ray_actor_options": dict(renderer)},
-            # Clips run one at a time on a replica; a short queue there keeps waiting work in
-            # Serve's router, where another replica can take it.
-            "ClipRenderer": {"num_replicas": 1, "max_ongoing_requests": 2,
+            # Clips run one at a time on a replica, and a clip is long: a replica takes one at
+            # a time, so waiting clips stay in Serve's router and go to whichever replica is
+            # free first (with 2, a clip could queue behind another while a replica idles).
+            "ClipRenderer": {"num_replicas": 1, "max_ongoing_requests": 1,
                              "ray_actor_options": dict(renderer)},
             "AudioRenderer": {"num_replicas": 1, "max_ongoing_requests": 16,
                               "ray_actor_options": dict(audio)},
@@ -132,7 +133,7 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
                               "autoscaling_config": {"min_replicas": 1, "max_replicas": 8,
                                                      "target_ongoing_requests": 8},
                               "ray_actor_options": dict(renderer)},
-            "ClipRenderer": {"max_ongoing_requests": 2,
+            "ClipRenderer": {"max_ongoing_requests": 1,
                              "autoscaling_config": {"min_replicas": 1, "max_replicas": 16,
                                                     "target_ongoing_requests": 1},
                              "ray_actor_options": dict(renderer)},
