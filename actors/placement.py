@@ -50,6 +50,8 @@ AUDIO_GPU_SHARE = 0.25
 # Compositing replicas on the cluster's head: one video each at a time (ffmpeg's encode uses up
 # to 4 threads); more start while videos queue, up to this many.
 COMPOSITOR_MAX_REPLICAS = 4
+# Requests one API replica serves at once (polls, uploads, open progress streams).
+API_MAX_ONGOING_REQUESTS = 256
 # On one machine the audio renderer asks for a fifth of a renderer's CPU share: it is busy only
 # briefly per job, and the image and clip renderers plus the compositor must still fit.
 AUDIO_CPU_FRACTION = 0.2
@@ -109,9 +111,15 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
     # a time (see ``actors.compositor_deployment``), waiting ones queue in Serve's router.
     compositor = {"max_ongoing_requests": 1,
                   "ray_actor_options": {"num_cpus": cpu_share, **pinned}}
+    # The API is async and mostly waits on the database: a replica serves many requests at
+    # once. With Serve's default of 5, the proxy holds the rest back and probes the busy
+    # replica's queue before each send, backing off when the probe is slow: measured with 200
+    # pollers, 96 ms in the replica but 20 s at the proxy (bench/README.md, API under load).
+    api = {"max_ongoing_requests": API_MAX_ONGOING_REQUESTS,
+           "ray_actor_options": {"num_cpus": 0, **pinned}}
     if profile == "local":
         deployments = {
-            "Api": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0, **pinned}},
+            "Api": {"num_replicas": 1, **api},
             "ImageRenderer": {"num_replicas": 1, "max_ongoing_requests": 32,
                               "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
                               "ray_actor_options": dict(renderer)},
@@ -127,7 +135,7 @@ def make_placement(profile: Profile = "local", *, render_gpus: float | None = No
         }
     else:
         deployments = {
-            "Api": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0, **pinned}},
+            "Api": {"num_replicas": 2, **api},
             "ImageRenderer": {"max_ongoing_requests": 32,
                               "user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
                               "autoscaling_config": {"min_replicas": 1, "max_replicas": 8,
