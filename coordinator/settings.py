@@ -100,8 +100,9 @@ class Settings(BaseSettings):
     # Whether the cluster has an autoscaler that can add nodes (cluster.yaml sets it): without
     # one, work no node can ever hold fails at once instead of waiting for capacity_wait_seconds.
     renderfarm_autoscaling: bool = False
-    # Job actors each API replica keeps started and idle, so a new or approved job starts at
-    # once instead of waiting for a worker process (0: start one per job on demand).
+    # Job hosts each API replica keeps idle at least, so a new or approved job starts at once
+    # instead of waiting for a worker process (hosts return to the pool after each job; beyond
+    # this number, idle ones end after 10 minutes).
     renderfarm_warm_job_hosts: int = Field(default=2, ge=0, le=64)
     # Benchmarks only (bench/job_start.py): autoApprove jobs render every image before any
     # clip, as they did before clips started per scene. Never set it in production.
