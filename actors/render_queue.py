@@ -61,6 +61,7 @@ class RenderQueue:
         self.aging_s = aging_s
         self._clock = clock
         self._on_depth = on_depth
+        self._groups_seen: set[str] = set()
         self._busy = 0
         self._waiting: list[_Waiter] = []
         self._arrivals = itertools.count()
@@ -100,6 +101,9 @@ class RenderQueue:
 
     async def _acquire(self, level: int, owner: str, label: Hashable, priority: str,
                        group: str = "") -> None:
+        if group not in self._groups_seen:  # the depth of every group served is reported,
+            self._groups_seen.add(group)  # 0 included (a replica taking one request at a time
+            self._depth_changed(group)    # has nothing waiting, and says so)
         if self._busy < self.slots and not self._waiting:
             self._events.append(("admitted", label, priority, owner))
             self._take(owner)

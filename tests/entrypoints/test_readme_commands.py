@@ -157,7 +157,8 @@ def test_readme_run_command_and_whole_job_example(tmp_path):
         # service discovery, and on them the farm's own metrics (Ray prefixes them "ray_").
         wanted = (r'ray_renderfarm_images_rendered_total\{[^}]*preset="tiny"',
                   r'ray_renderfarm_jobs\{[^}]*status="completed"[^}]*\} 1\.0',
-                  # 3 clips queue for the one clip pipeline, so its depth has been reported.
+                  # The clip replica reports its pipeline's queue depth (0 here: it takes one
+                  # clip at a time, the others wait in Serve's router).
                   r'ray_renderfarm_renderer_queue_depth\{[^}]*kind="clip"',
                   r'ray_renderfarm_clip_seconds_count\{[^}]*preset="tiny"')
         scraped = wait_until(lambda: _scrape_farm_metrics(dashboard, wanted), timeout=120,
